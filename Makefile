@@ -1,0 +1,61 @@
+# finetune-course: every target builds .venv from nothing when it is missing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install demo test test-fast check-sync lab bench docs clean
+
+help:
+	@echo "make demo   - fine-tune the default backbone on the embedded digits data, print accuracy and report path"
+	@echo "make test   - install if needed, check notebooks and library are in sync, run every test"
+	@echo "make lab    - open the lessons in JupyterLab"
+	@echo "make bench  - run the benchmarks, results in benchmarks/results/"
+	@echo "make docs   - build HTML pages of the lessons offline (no Quarto needed) into _site/"
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> creating $(VENV) and installing finetune-course[dev] with the pins in constraints.txt"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@$(BIN)/python -c "import torch, torchvision, fastai, timm; print('==> installed torch', torch.__version__, 'torchvision', torchvision.__version__, 'fastai', fastai.__version__, 'timm', timm.__version__)"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@echo "==> finetune-course fit (embedded digits data, default backbone) -> runs/demo"
+	$(BIN)/finetune-course fit --out runs/demo
+
+check-sync: $(STAMP)
+	@echo "==> checking that nbdev-export and nbdev-clean change nothing"
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  before=$$( (git status --porcelain -- finetune_course nbs; git diff -- finetune_course nbs) | md5sum ); \
+	  $(BIN)/nbdev-export && $(BIN)/nbdev-clean; \
+	  after=$$( (git status --porcelain -- finetune_course nbs; git diff -- finetune_course nbs) | md5sum ); \
+	  if [ "$$before" != "$$after" ]; then echo "FAIL: nbdev-export/nbdev-clean changed files: export and clean the notebooks, then commit"; git status --short -- finetune_course nbs; exit 1; fi; \
+	  echo "==> library and notebooks are in sync"; \
+	else echo "==> not a git checkout: sync check skipped"; fi
+
+test: $(STAMP) check-sync
+	@echo "==> pytest: notebooks (quick profile) + library + CLI + bad inputs"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -rfE --durations=15 tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests --ignore=tests/test_notebooks.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab nbs
+
+bench: $(STAMP)
+	@echo "==> benchmarks -> benchmarks/results/"
+	$(BIN)/python benchmarks/run_all.py
+
+docs: $(STAMP)
+	$(BIN)/python tools/build_docs.py
+
+clean:
+	rm -rf $(VENV) _proc _site runs .pytest_cache

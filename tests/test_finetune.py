@@ -1,0 +1,163 @@
+"The finetune module: parameter groups, freezing, discriminative rates, the learning-rate finder and the strategies."
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from fastai.callback.progress import ProgressCallback
+from fastcore.basics import even_mults
+
+from finetune_course.config import get_config, set_seed
+from finetune_course.data import get_dataset, make_dls
+from finetune_course.diagnose import DivergedError
+from finetune_course.finetune import (STRATEGIES, FitResult, PeakLRs, changes_by_group, compare_strategies, find_lr, fit,
+                                      gradual_schedule, group_lrs, param_groups_report, recipe_lrs, small_data_bs, snapshot)
+from finetune_course.models import make_learner
+
+warnings.filterwarnings('ignore', category=UserWarning)
+
+
+@pytest.fixture(scope='module')
+def cfg(): return get_config('quick', 'cpu', size=32, bs=8)
+
+
+@pytest.fixture(scope='module')
+def tiny(cfg):
+    "5 shape classes, 6 training and 2 validation images each, 32 px."
+    return get_dataset('shapes', n_per_class=8, size=32)
+
+
+@pytest.fixture()
+def dls(tiny, cfg): return make_dls(tiny, cfg)
+
+
+def learner(dls, cfg, **kw):
+    set_seed(0)
+    learn = make_learner(dls, cfg=cfg, **kw)
+    learn.remove_cb(ProgressCallback)
+    return learn
+
+
+def trains(learn):
+    "Per group: does a non-BatchNorm parameter train?"
+    bn = {id(p) for m in learn.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+    return [any(p.requires_grad for p in ps if id(p) not in bn) for ps in learn.opt.param_lists]
+
+
+def test_report_groups(dls, cfg):
+    learn = learner(dls, cfg)
+    rep = param_groups_report(learn)
+    n = len(learn.opt.param_lists)
+    assert n >= 4 and len(rep) == n
+    assert rep.params.sum() == sum(p.numel() for p in learn.model.parameters())
+    assert rep.trainable.sum() == sum(p.numel() for p in learn.model.parameters() if p.requires_grad)
+    assert rep.name.iloc[0] == 'stem' and rep.name.iloc[-1] == 'head'
+    assert rep.state.iloc[-1] == 'trainable' and set(rep.state.iloc[:-1]) == {'partly'} # train_bn=True
+    assert group_lrs(learn) == list(rep.lr)
+    frozen = param_groups_report(learner(dls, cfg, train_bn=False))
+    assert set(frozen.state.iloc[:-1]) == {'frozen'}
+
+
+def test_freeze_to_minus_two(dls, cfg):
+    learn = learner(dls, cfg)
+    n = len(learn.opt.param_lists)
+    learn.freeze_to(-2)
+    assert trains(learn) == [False]*(n-2) + [True, True]
+    learn.unfreeze()
+    assert trains(learn) == [True]*n
+
+
+def test_even_mults_rates(dls, cfg):
+    learn = learner(dls, cfg)
+    n = len(learn.opt.param_lists)
+    learn.unfreeze()
+    learn.fit(1, slice(1e-5, 1e-3))
+    np.testing.assert_allclose(group_lrs(learn), even_mults(1e-5, 1e-3, n), rtol=1e-9)
+    rec = PeakLRs()
+    learn.fit_one_cycle(1, slice(1e-5, 1e-3), cbs=rec)
+    np.testing.assert_allclose(rec.fits[0]['peak'], even_mults(1e-5, 1e-3, n), rtol=1e-9)
+    used = np.array(rec.batches)
+    np.testing.assert_allclose(used/used[:, -1:], np.tile(np.array(even_mults(1e-5, 1e-3, n))/1e-3, (len(used), 1)), rtol=1e-9)
+
+
+def test_frozen_weights_bit_identical(dls, cfg):
+    learn = learner(dls, cfg, train_bn=False) # BN in inference mode (default freeze_bn) and BN affine frozen
+    before = snapshot(learn.model)
+    learn.fit_one_cycle(1, 1e-2)
+    ch = changes_by_group(learn, before)
+    head = len(learn.opt.param_lists) - 1
+    assert ch.drop(index=head)[['weights_changed', 'bn_stats_changed']].sum().sum() == 0
+    assert ch.loc[head, 'weights_changed'] > 0
+    body = learn.model[0].state_dict()
+    assert all(torch.equal(v, before[f'0.{k}']) for k, v in body.items())
+
+
+def test_fastai_default_moves_bn(dls, cfg):
+    learn = learner(dls, cfg, freeze_bn=False)
+    before = snapshot(learn.model)
+    learn.fit(1, 1e-2)
+    ch = changes_by_group(learn, before).iloc[:-1]
+    assert (ch.bn_stats_changed == ch.bn_stats).all()
+    assert (ch.weights_changed > 0).all() and (ch.weights_changed < ch.weights).all() # BN affine yes, convolutions no
+
+
+def test_pure_helpers():
+    assert gradual_schedule(7, 11) == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2), (7, 2)]
+    assert gradual_schedule(7, 1) == [(7, 1)]
+    with pytest.raises(ValueError, match='n_phases'): gradual_schedule(7, 3, n_phases=4)
+    head, body = recipe_lrs()
+    assert head == 1e-2 and math.isclose(body.start, 3e-6) and math.isclose(body.stop, 3e-4)
+    with pytest.raises(ValueError, match='positive'): recipe_lrs(-1)
+    assert small_data_bs(100) == 16 and small_data_bs(10_000) == 64 and small_data_bs(1000) == 64
+
+
+@pytest.mark.parametrize('strategy', STRATEGIES)
+def test_strategies_run(dls, cfg, strategy):
+    learn = learner(dls, cfg, pretrained=strategy != 'scratch')
+    n = len(learn.opt.param_lists) if learn.opt is not None else len(learn.splitter(learn.model))
+    r = fit(learn, strategy, epochs=1, freeze_epochs=1, cfg=cfg)
+    assert isinstance(r, FitResult) and r.strategy == strategy and r.epochs == 2
+    assert 0 <= r.accuracy <= 1 and math.isfinite(r.valid_loss) and r.seconds > 0
+    assert len(r.lrs) == n and all(v >= 0 for v in r.lrs)
+    if strategy == 'feature_extract': assert r.lrs[:-1] == [0.0]*(n-1) and r.lrs[-1] == 1e-2
+    elif strategy == 'scratch': assert r.lrs == [1e-2]*n
+    else: assert all(v > 0 for v in r.lrs)
+    if strategy in ('fine_tune', 'discriminative'): np.testing.assert_allclose(r.lrs[:-1], even_mults(3e-6, 3e-4, n)[:-1], rtol=1e-9)
+    assert r.to_dict()['lrs'] == r.lrs
+
+
+def test_fit_bad_input(dls, cfg):
+    learn = learner(dls, cfg)
+    with pytest.raises(ValueError, match='unknown strategy'): fit(learn, 'warm')
+    with pytest.raises(ValueError, match='pretrained=False'): fit(learn, 'scratch')
+    with pytest.raises(ValueError, match='pretrained weights'): fit(learner(dls, cfg, pretrained=False), 'fine_tune')
+    with pytest.raises(ValueError, match='positive epoch budget'): fit(learn, epochs=0, freeze_epochs=0)
+    with pytest.raises(ValueError, match='positive learning rate'): fit(learn, lr=0)
+
+
+def test_divergence_is_caught(dls, cfg):
+    with pytest.raises(DivergedError, match='diverged'): fit(learner(dls, cfg), 'feature_extract', epochs=4, freeze_epochs=0, lr=1e4, cfg=cfg) # 12 steps
+
+
+def test_find_lr_restores_weights(dls, cfg):
+    learn = learner(dls, cfg)
+    before = snapshot(learn.model)
+    res = find_lr(learn, num_it=40, end_lr=1, show_plot=False)
+    assert set(res.suggestions) == {'valley', 'slide', 'minimum', 'steep'}
+    assert all(1e-7 <= v <= 1 for v in res.suggestions.values())
+    assert all(torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
+
+
+def test_compare_strategies_tiny(tiny, cfg):
+    df = compare_strategies(tiny, ['fine_tune', 'scratch'], n_per_class=[3], seeds=[0], cfg=cfg, epochs=1, freeze_epochs=1)
+    assert list(df.strategy) == ['fine_tune', 'scratch']
+    assert {'strategy', 'n_per_class', 'seed', 'accuracy', 'loss', 'seconds'} <= set(df.columns)
+    assert (df.n_train == 15).all() and (df.epochs == 2).all()
+    with pytest.raises(ValueError, match='unknown strategy'): compare_strategies(tiny, ['nope'], cfg=cfg)
+
+
+def test_find_lr_short_curve(dls, cfg):
+    "A curve too short for `slide` gives NaN for it, not an IndexError."
+    res = find_lr(learner(dls, cfg), num_it=20, end_lr=1, show_plot=True)
+    assert math.isnan(res.slide) and math.isfinite(res.valley) and res.fig is not None

@@ -1,0 +1,18 @@
+"Every lesson notebook is a test: it runs top to bottom in the quick profile and its assertions hold."
+import os
+from pathlib import Path
+
+import pytest
+from nbdev.test import test_nb as run_notebook
+
+NBS = Path(__file__).resolve().parent.parent/'nbs'
+NOTEBOOKS = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
+# cells tagged `#| cuda` also run where a GPU is present; `#| net`, `#| slow`, `#| notest` never run here
+FORCE = ['cuda'] if os.environ.get('FTC_TEST_CUDA') else []
+SKIP = [f for f in ('notest', 'slow', 'cuda', 'net') if f not in FORCE]
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook(nb):
+    ok, seconds = run_notebook(nb, skip_flags=SKIP, force_flags=FORCE, basepath=NBS.parent, cell_timeout=600)
+    assert ok, f'{nb.name} failed after {seconds:.0f}s: see the traceback above'

@@ -1,0 +1,21 @@
+"README.md is generated from nbs/index.ipynb and shows the two quick-start commands."
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_matches_index_notebook():
+    res = subprocess.run([sys.executable, str(ROOT/'tools'/'build_readme.py'), '--check'], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_readme_quick_start_has_the_two_commands():
+    text = (ROOT/'README.md').read_text()
+    quick = text.split('## Quick start', 1)[1].split('##', 1)[0]
+    assert 'make demo' in quick and 'make test' in quick
+
+
+def test_ci_calls_the_readme_test_command():
+    assert 'make test' in (ROOT/'.ci'/'run').read_text()
