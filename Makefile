@@ -4,7 +4,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# the stamp names a hash of the install inputs: tools that rewrite pyproject.toml unchanged (nbdev-export) do not force a reinstall
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | md5sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -17,12 +19,12 @@ help:
 	@echo "make bench  - run the benchmarks, results in benchmarks/results/"
 	@echo "make docs   - build HTML pages of the lessons offline (no Quarto needed) into _site/"
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP):
 	@echo "==> creating $(VENV) and installing finetune-course[dev] with the pins in constraints.txt"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@$(BIN)/python -c "import torch, torchvision, fastai, timm; print('==> installed torch', torch.__version__, 'torchvision', torchvision.__version__, 'fastai', fastai.__version__, 'timm', timm.__version__)"
-	@touch $(STAMP)
+	@rm -f $(VENV)/.installed*; touch $(STAMP)
 
 install: $(STAMP)
 

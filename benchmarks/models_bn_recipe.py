@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The default fine-tuning recipe on `digits` with and without `freeze_bn`, with the stage-wise parameter groups of
-`make_learner` and with fastai's two groups (body, head): accuracy after the head phase and at the end, and seconds.
-Recipe: `freeze_epochs` epochs of the head at 1e-2 (one cycle), then `unfreeze()` and `epochs` epochs at the given
-slice. Writes benchmarks/results/models_bn_recipe.json. Measures and records; asserts nothing.
+"""The default fine-tuning recipe on `digits` with BatchNorm in inference mode nowhere, in the body only, or in the body
+and (once the body trains) the head, with the stage-wise parameter groups of `make_learner` and with fastai's two groups
+(body, head): accuracy after the head phase, accuracy and loss at the end, the highest validation loss after unfreezing,
+and seconds. Recipe: `freeze_epochs` epochs of the head at 1e-2 (one cycle), then `unfreeze()` and `epochs` epochs at
+the given slice. Writes benchmarks/results/models_bn_recipe.json. Measures and records; asserts nothing.
 
-Usage: python benchmarks/models_bn_recipe.py [--n-per-class N] [--epochs 8] [--runs stage:3e-5:3e-3:1 two:3e-5:3e-3:1 ...]
-A run is `groups:lo:hi:freeze_bn` with groups `stage` (make_learner's default splitter) or `two` (body, head)."""
+Usage: python benchmarks/models_bn_recipe.py [--n-per-class N] [--epochs 8] [--runs stage:3e-6:3e-4:all two:3e-6:3e-4:all ...]
+A run is `groups:lo:hi:bn` with groups `stage` (make_learner's default splitter) or `two` (body, head), and bn `none`
+(fastai's default), `body` (`freeze_bn=True, freeze_head_bn=False`) or `all` (make_learner's default)."""
 import argparse
 import sys
 import time
@@ -22,26 +24,29 @@ from finetune_course.config import get_config, set_seed
 from finetune_course.data import get_dataset, make_dls
 from finetune_course.models import make_learner
 
-DEFAULT_RUNS = ['stage:3e-5:3e-3:1', 'stage:3e-5:3e-3:0', 'two:3e-5:3e-3:1', 'stage:1e-5:3e-4:1']
+DEFAULT_RUNS = ['stage:3e-6:3e-4:all', 'stage:3e-6:3e-4:body', 'stage:3e-6:3e-4:none', 'two:3e-6:3e-4:all', 'stage:3e-5:3e-3:all']
+BN = dict(none=dict(freeze_bn=False), body=dict(freeze_bn=True, freeze_head_bn=False), all=dict(freeze_bn=True, freeze_head_bn=True))
 
 
 def two_groups(model): return L(model[0], model[1:]).map(params)
 
 
 def run(spec, cfg, n_per_class, epochs):
-    groups, lo, hi, freeze_bn = spec.split(':')
+    groups, lo, hi, bn = spec.split(':')
     set_seed(cfg.seed)
     dls = make_dls(get_dataset('digits'), cfg, n_per_class=n_per_class)
     t0 = time.time()
-    learn = make_learner(dls, cfg=cfg, freeze_bn=freeze_bn == '1', **(dict(splitter=two_groups) if groups == 'two' else {}))
+    learn = make_learner(dls, cfg=cfg, **BN[bn], **(dict(splitter=two_groups) if groups == 'two' else {}))
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(cfg.freeze_epochs, 1e-2)
         head_acc = float(learn.validate()[1])
         learn.unfreeze()
         learn.fit_one_cycle(epochs, slice(float(lo), float(hi)))
-        acc = float(learn.validate()[1])
-    return dict(run=spec, groups=len(learn.opt.param_groups), lr=[float(lo), float(hi)], freeze_bn=freeze_bn == '1',
-                head_accuracy=round(head_acc, 4), accuracy=round(acc, 4), seconds=round(time.time() - t0, 1),
+        loss, acc = map(float, learn.validate()[:2])
+        worst = max(float(v[1]) for v in learn.recorder.values)
+    return dict(run=spec, groups=len(learn.opt.param_groups), lr=[float(lo), float(hi)], bn=bn,
+                head_accuracy=round(head_acc, 4), accuracy=round(acc, 4), valid_loss=round(loss, 4),
+                highest_valid_loss_unfrozen=round(worst, 4), seconds=round(time.time() - t0, 1),
                 n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))
 
 

@@ -9,9 +9,9 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BUNDLED', 'SUGGESTED', 'HEAD_DEFAUL
            'WeightsMismatchError', 'Backbone', 'get_backbone', 'bundled_source_file', 'map_state_dict',
            'bundled_weights', 'host_reachable', 'cached_weights', 'list_backbones', 'download_weights', 'weights_file',
            'read_state_dict', 'load_weights', 'load_backbone', 'imagenet_topk', 'build_model', 'stage_groups',
-           'stage_splitter', 'groups_table', 'body_bn_layers', 'BodyBNEval', 'ensure_normalize', 'set_precision',
-           'make_learner', 'save_model', 'load_model', 'image_tensor', 'predict_files', 'check_resnet_stats',
-           'check_five_classes', 'check_convnext_bn']
+           'stage_splitter', 'groups_table', 'body_bn_layers', 'head_bn_layers', 'body_trains', 'BodyBNEval',
+           'ensure_normalize', 'set_precision', 'make_learner', 'save_model', 'load_model', 'image_tensor',
+           'predict_files', 'check_resnet_stats', 'check_five_classes', 'check_convnext_bn']
 
 # %% ../nbs/03_models.ipynb #9ec31eec
 import importlib.resources
@@ -412,11 +412,27 @@ def body_bn_layers(model:nn.Module, # `nn.Sequential(body, head)`
     "The BatchNorm layers of the body (`model[0]`)."
     return [m for m in model[0].modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
+def head_bn_layers(model:nn.Module, # `nn.Sequential(body, head)`
+                  ) -> list:
+    "The BatchNorm layers of the head (`model[1]`)."
+    return [m for m in model[1].modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+def body_trains(model:nn.Module) -> bool:
+    "Does any body parameter other than BatchNorm's scale and shift train?"
+    bn = {id(p) for m in body_bn_layers(model) for p in m.parameters()}
+    return any(p.requires_grad for p in model[0].parameters() if id(p) not in bn)
+
 class BodyBNEval(Callback):
-    "Keep the body's BatchNorm layers in inference mode (fixed running statistics) while training."
+    "Keep the body's BatchNorm in inference mode while training; with `head`, the head's too once the body trains after a frozen epoch."
     order = TrainEvalCallback.order + 1 # right after fastai calls `model.train()`
+    def __init__(self, head:bool=True): self.head, self.head_stats_measured = head, False
     def before_train(self):
         for m in body_bn_layers(self.learn.model): m.eval()
+        if self.head and self.head_stats_measured and body_trains(self.learn.model):
+            for m in head_bn_layers(self.learn.model): m.eval()
+    def after_epoch(self):
+        if not hasattr(self.learn, 'lr_finder') and not body_trains(self.learn.model): self.head_stats_measured = True
+
 
 # %% ../nbs/03_models.ipynb #0899fff1
 def ensure_normalize(dls, # fastai DataLoaders
@@ -464,6 +480,7 @@ def make_learner(dls, # fastai DataLoaders for single-label classification
                  cfg=None, # `Config` (device, precision); default `get_config()`
                  metrics=None, # fastai metrics; default `accuracy`
                  freeze_bn:bool=True, # keep the pretrained body's BatchNorm in inference mode while training
+                 freeze_head_bn:bool=True, # with `freeze_bn`: fix the head's BatchNorm statistics too once the body trains
                  cbs=None, # extra callbacks
                  weights:str|Path|None=None, # a local weights file or URL for the body (implies pretrained)
                  **kwargs, # head options (see `HEAD_DEFAULTS`), `n_out`, or `Learner` arguments (lr, wd, loss_func, ...)
@@ -480,11 +497,12 @@ def make_learner(dls, # fastai DataLoaders for single-label classification
     ensure_normalize(dls, bb.mean, bb.std)
     extra = list(cbs) if isinstance(cbs, (list, tuple)) else ([cbs] if cbs is not None else [])
     defaults = [cb for cb in (HistoryCallback(), DivergenceGuard()) if not any(isinstance(c, type(cb)) for c in extra)]
-    bn = [BodyBNEval()] if freeze_bn and pretrained else []
+    bn = [BodyBNEval(head=freeze_head_bn)] if freeze_bn and pretrained else []
     kwargs.setdefault('splitter', stage_splitter)
     learn = Learner(dls, model, metrics=accuracy if metrics is None else metrics, cbs=defaults + bn + extra, **kwargs)
     learn.model_info = dict(arch=bb.name, source=bb.source, mean=list(bb.mean), std=list(bb.std), n_out=int(n_out),
-                            head={**HEAD_DEFAULTS, **head}, pretrained=pretrained, freeze_bn=bool(bn))
+                            head={**HEAD_DEFAULTS, **head}, pretrained=pretrained, freeze_bn=bool(bn),
+                            freeze_head_bn=bool(bn) and freeze_head_bn)
     if pretrained: learn.freeze()
     return set_precision(learn, cfg)
 
