@@ -86,7 +86,7 @@ def run_fit(data:str|Path='digits', # built-in dataset name, folder of images, o
     from finetune_course.config import get_config, set_seed
     from finetune_course.data import get_dataset, make_dls
     from finetune_course.models import make_learner, save_model
-    from finetune_course.finetune import fit as fit_strategy
+    from finetune_course.finetune import fit as fit_strategy, small_data_bs
     from finetune_course.diagnose import diagnose_fit
     if strategy not in STRATEGIES: raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if not pretrained and strategy != 'scratch':
@@ -101,9 +101,12 @@ def run_fit(data:str|Path='digits', # built-in dataset name, folder of images, o
     t0 = time.time()
     path = get_dataset(data)
     dls = make_dls(path, cfg, n_per_class=n_per_class, **_aug_kwargs(aug, cfg.size))
+    small_bs = small_data_bs(len(dls.train_ds), cfg.bs)
+    if bs is None and small_bs < cfg.bs: # a small folder: smaller batches, so that an epoch is more than one or two steps
+        dls = make_dls(path, cfg, n_per_class=n_per_class, bs=small_bs, **_aug_kwargs(aug, cfg.size))
     skipped = [dict(file=str(f), reason=r) for f, r in getattr(dls, 'skipped', [])]
     if skipped: log(f'skipped {len(skipped)} unreadable or unusable file(s): ' + '; '.join(f"{Path(s['file']).name} ({s['reason']})" for s in skipped[:10]) + (' ...' if len(skipped) > 10 else ''))
-    log(f'data: {path} | {len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {len(dls.vocab)} classes | {cfg.device}, {cfg.profile} profile, {cfg.size}px')
+    log(f'data: {path} | {len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {len(dls.vocab)} classes, batch size {dls.train.bs} | {cfg.device}, {cfg.profile} profile, {cfg.size}px')
     learn = make_learner(dls, backbone, pretrained=pretrained, cfg=cfg)
     show_bars = sys.stdout.isatty() if progress is None else progress
     if not show_bars: use_plain_progress(learn, log)
@@ -118,7 +121,7 @@ def run_fit(data:str|Path='digits', # built-in dataset name, folder of images, o
     valid_loss, valid_accuracy = (float(v) for v in learn.validate()[:2])
     diagnosis = diagnose_fit(history) if history is not None else None
     metrics = dict(valid_accuracy=valid_accuracy, valid_loss=valid_loss, n_train=len(dls.train_ds), n_valid=len(dls.valid_ds),
-                   classes=list(dls.vocab), epochs=cfg.epochs, freeze_epochs=cfg.freeze_epochs, image_size=cfg.size, bs=cfg.bs,
+                   classes=list(dls.vocab), epochs=cfg.epochs, freeze_epochs=cfg.freeze_epochs, image_size=cfg.size, bs=dls.train.bs,
                    backbone=backbone, pretrained=pretrained, strategy=strategy, aug=aug, seed=cfg.seed, profile=cfg.profile,
                    device=cfg.device, precision=cfg.precision, data=str(path), seconds=round(seconds, 1),
                    lrs=_result_lrs(result), skipped_files=skipped, interrupted=interrupted,
@@ -241,11 +244,19 @@ def _dispatch(args):
     if args.command == 'explain': run_explain(args.model_dir, args.images, args.out); return 0
     if args.command == 'doctor': run_doctor(); return 0
 
+_shown_warnings = set()
+
+def _show_warning(message, category, *args, **kwargs):
+    "Print a warning as one line without its source path, each message once."
+    if str(message) in _shown_warnings: return
+    _shown_warnings.add(str(message)); print(f'warning: {message}', file=sys.stderr)
+
 def main(argv:list|None=None) -> int:
     "Entry point of `finetune-course`: returns the exit code."
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
     for category in (FutureWarning, DeprecationWarning, UserWarning): warnings.filterwarnings('ignore', category=category, module=r'(torch|fastai|fastcore|timm|pandas|albumentations)\b')
     warnings.filterwarnings('ignore', message=r'.*(deprecated|Pandas4Warning).*')
+    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     try: return _dispatch(args)
     except KeyboardInterrupt:

@@ -301,6 +301,10 @@ def _zigzag(y):
     s = np.sign(np.diff(np.asarray(y, float))); s = s[s != 0]
     return float((s[1:] != s[:-1]).mean()) if len(s) >= 2 else 0.
 
+def _drop(new, old):
+    "Relative fall from `old` to `new` (0 when `old` is 0: a loss that reached exactly zero)."
+    return 1 - new/old if old > 0 else 0.
+
 def fit_evidence(df:pd.DataFrame, # complete epochs with epoch, train_loss, valid_loss
                  metric:str|None=None, # metric column (default: the first non-loss numeric column)
                  chance_loss:float|None=None, # loss of a uniform guess, e.g. ln(n_classes)
@@ -310,14 +314,14 @@ def fit_evidence(df:pd.DataFrame, # complete epochs with epoch, train_loss, vali
     b, n, gap = int(np.argmin(vl)), len(vl), vl - tl
     ref = chance_loss if chance_loss else tl[0]
     ev = dict(n_epochs=n, best_epoch=ep[b], epochs_to_best=b+1, best_valid_loss=vl[b], last_valid_loss=vl[-1],
-              valid_rise=vl[-1]/vl[b] - 1, train_loss_first=tl[0], train_loss_at_best=tl[b], train_loss_last=tl[-1],
-              train_drop_after_best=1 - tl[-1]/tl[b], train_change_last_epoch=1 - tl[-1]/tl[-2] if n > 1 else 0.,
-              valid_change_last_epoch=1 - vl[-1]/vl[-2] if n > 1 else 0.,
+              valid_rise=-_drop(vl[-1], vl[b]), train_loss_first=tl[0], train_loss_at_best=tl[b], train_loss_last=tl[-1],
+              train_drop_after_best=_drop(tl[-1], tl[b]), train_change_last_epoch=_drop(tl[-1], tl[-2]) if n > 1 else 0.,
+              valid_change_last_epoch=_drop(vl[-1], vl[-2]) if n > 1 else 0.,
               gap_at_best=gap[b], gap_last=gap[-1], gap_trend=_slope(gap[b:] if n - b >= 3 else gap[-3:]),
               reference_loss=ref, reference='loss of a uniform guess' if chance_loss else 'first-epoch training loss',
               train_loss_vs_reference=tl[-1]/ref if ref else float('nan'),
-              train_flat=bool((tl.max() - tl.min())/tl.max() < TREND_TOL), valid_flat=bool((vl.max() - vl.min())/vl.max() < TREND_TOL),
-              valid_jitter=float(np.median(np.abs(np.diff(vl))))/vl[b] if n > 1 else 0., valid_zigzag=_zigzag(vl),
+              train_flat=bool(_drop(tl.min(), tl.max()) < TREND_TOL), valid_flat=bool(_drop(vl.min(), vl.max()) < TREND_TOL),
+              valid_jitter=float(np.median(np.abs(np.diff(vl))))/vl[b] if n > 1 and vl[b] > 0 else 0., valid_zigzag=_zigzag(vl),
               valid_rise_vs_reference=(vl[-1] - vl[b])/ref if ref else float('nan'),
               valid_fall_last_epoch_vs_reference=(vl[-2] - vl[-1])/ref if n > 1 and ref else 0.,
               valid_jitter_vs_reference=float(np.median(np.abs(np.diff(vl))))/ref if n > 1 and ref else 0.)

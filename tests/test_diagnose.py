@@ -99,6 +99,17 @@ def test_flat_curve():
     assert diagnose_fit(hist([.05]*4, [.1]*4), chance_loss=math.log(10)).regime == 'good fit'
 
 
+def test_losses_that_reach_exactly_zero_give_numbers_not_warnings():
+    # seen on a tiny, easy user folder: float32 training losses underflow to 0.0 after a few epochs
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RuntimeWarning)
+        d = diagnose_fit(hist([.5, 0., 0., 0.], [.01, .002, .002, .002]), chance_loss=math.log(4))
+        ev = fit_evidence(hist([0., 0., 0.], [0., 0., 0.]), chance_loss=math.log(2))
+    assert d.regime in REGIMES
+    assert all(math.isfinite(v) for v in ev.values() if isinstance(v, float))
+    assert ev['train_flat'] and ev['valid_flat']
+
 def test_noisy_valid():
     d = diagnose_fit(hist([1., .8, .7, .6, .55, .5], [1.0, .6, 1.1, .55, 1.2, .6]))
     assert d.regime == 'too noisy / too short to tell' and 'direction' in d.reason
