@@ -43,7 +43,8 @@ def run(spec, cfg, n_per_class, epochs):
         learn.unfreeze()
         learn.fit_one_cycle(epochs, slice(float(lo), float(hi)))
         loss, acc = map(float, learn.validate()[:2])
-        worst = max(float(v[1]) for v in learn.recorder.values)
+        epochs = learn.history.epochs
+        worst = float(epochs[epochs.phase == 'unfrozen'].valid_loss.max())
     return dict(run=spec, groups=len(learn.opt.param_groups), lr=[float(lo), float(hi)], bn=bn,
                 head_accuracy=round(head_acc, 4), accuracy=round(acc, 4), valid_loss=round(loss, 4),
                 highest_valid_loss_unfrozen=round(worst, 4), seconds=round(time.time() - t0, 1),
