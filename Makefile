@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(DEPS_HASH)
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install demo test test-fast check-sync lab bench docs clean
+.PHONY: help install demo test test-fast check-sync lint lab bench docs clean
 
 help:
 	@echo "make demo   - fine-tune the default backbone on the embedded digits data, print accuracy and report path"
@@ -42,7 +42,11 @@ check-sync: $(STAMP)
 	  echo "==> library and notebooks are in sync"; \
 	else echo "==> not a git checkout: sync check skipped"; fi
 
-test: $(STAMP) check-sync
+lint: $(STAMP)
+	@echo "==> ruff check --select F,E9 (pyflakes-level) over the library, tests, tools and benchmarks"
+	$(BIN)/ruff check --select F,E9 finetune_course tests tools benchmarks
+
+test: $(STAMP) check-sync lint
 	@echo "==> pytest: notebooks (quick profile) + library + CLI + bad inputs"
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -rfE --durations=15 tests
 

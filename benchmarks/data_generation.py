@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result
-from finetune_course.data import SHAPES, make_digits, make_shapes
+from finetune_course.datasets import SHAPES, make_digits, make_shapes
 
 
 def timed(fn):

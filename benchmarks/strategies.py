@@ -20,7 +20,7 @@ import torch
 
 from common import write_result
 from finetune_course.config import get_config
-from finetune_course.finetune import STRATEGIES, compare_strategies
+from finetune_course.strategies import STRATEGIES, compare_strategies
 
 
 def summary(df):

@@ -10,8 +10,9 @@ from fastai.vision.augment import aug_transforms
 from fasttransform import Pipeline
 
 import finetune_course.augment as aug
-from finetune_course.augment import (AUG_PRESETS, AlbumentationsTransform, aug_preset, aug_tfms, augment_batch, augment_explorer,
-                                     augment_pair, explorer_frame, policy, require_albumentations, show_augmentations)
+from finetune_course.augment import (AUG_PRESETS, AlbumentationsTransform, aug_preset, aug_tfms, augment_batch,
+                                     augment_explorer, augment_pair, explorer_frame, policy, require_albumentations,
+                                     show_augmentations)
 from finetune_course.config import set_seed
 
 A = require_albumentations()

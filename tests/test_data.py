@@ -18,10 +18,11 @@ import torch
 from PIL import Image
 
 from finetune_course.config import get_config
-from finetune_course.data import (SHAPES, CUE_COLOURS, DownloadError, FolderError, RGBImage, _build_once, arrange_by_filename,
-                                  check_image, download, get_dataset, load_mask, load_rgb, make_digits, make_dls,
-                                  make_messy_folder, make_shapes, mask_path, scan_images, shapes_info, split_stratified,
-                                  subset_per_class, MESSY_KEEP, MESSY_SKIP)
+from finetune_course.images import check_image, load_rgb
+from finetune_course.datasets import (SHAPES, CUE_COLOURS, _build_once, load_mask, make_digits, make_messy_folder,
+                                      make_shapes, mask_path, shapes_info, MESSY_KEEP, MESSY_SKIP)
+from finetune_course.data import (DownloadError, FolderError, RGBImage, arrange_by_filename, download, get_dataset,
+                                  make_dls, scan_images, split_stratified, subset_per_class)
 
 CFG = get_config('quick', 'cpu')
 

@@ -11,8 +11,9 @@ from fastai.learner import Learner
 from fastai.metrics import accuracy
 from torch.utils.data import TensorDataset
 
-from finetune_course.diagnose import (REGIMES, Diagnosis, DivergedError, DivergenceGuard, HistoryCallback, diagnose_fit,
-                                      fit_evidence, grad_norm, plot_data_size_curve, plot_learning_curves)
+from finetune_course.monitor import DivergedError, DivergenceGuard, HistoryCallback, grad_norm
+from finetune_course.diagnose import (REGIMES, Diagnosis, diagnose_fit, fit_evidence, plot_data_size_curve,
+                                      plot_learning_curves)
 
 
 def hist(train, valid, **cols):
@@ -248,7 +249,7 @@ def test_no_validation_set_is_not_divergence():
 
 
 def test_fp16_loss_scale_is_divided_out():
-    from finetune_course.diagnose import _loss_scale
+    from finetune_course.monitor import _loss_scale
     class Scaler:
         def __init__(self, on): self.on, self._scale = on, torch.tensor(1024.)
         def is_enabled(self): return self.on

@@ -10,9 +10,11 @@ from fastcore.basics import even_mults
 
 from finetune_course.config import get_config, set_seed
 from finetune_course.data import get_dataset, make_dls
-from finetune_course.diagnose import DivergedError
-from finetune_course.finetune import (STRATEGIES, FitResult, PeakLRs, changes_by_group, compare_strategies, find_lr, fit,
-                                      gradual_schedule, group_lrs, param_groups_report, recipe_lrs, small_data_bs, snapshot)
+from finetune_course.monitor import DivergedError
+from finetune_course.freeze import (changes_by_group, gradual_schedule, group_lrs, param_groups_report, recipe_lrs,
+                                    snapshot)
+from finetune_course.lr_find import find_lr
+from finetune_course.strategies import STRATEGIES, FitResult, PeakLRs, compare_strategies, fit, small_data_bs
 from finetune_course.models import make_learner
 
 warnings.filterwarnings('ignore', category=UserWarning)

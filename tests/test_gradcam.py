@@ -11,9 +11,9 @@ from captum.attr import LayerAttribution, LayerGradCam
 from PIL import Image
 from torch import nn
 
-from finetune_course.gradcam import (GradHook, Hook, class_activation_map, default_layer, explain_files, get_layer, grad_cam,
-                                     gradcam_files, gradcam_grid, hook_count, layer_name, map_correlation, mass_in_mask,
-                                     pointing_game)
+from finetune_course.gradcam import (GradHook, Hook, class_activation_map, default_layer, explain_files, get_layer,
+                                     grad_cam, gradcam_files, gradcam_grid, hook_count, layer_name, map_correlation,
+                                     mass_in_mask, pointing_game)
 
 
 def untrained_resnet():

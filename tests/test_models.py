@@ -15,9 +15,10 @@ from torch import nn
 
 from finetune_course.config import cache_dir, get_config, set_seed
 from finetune_course import models as M
-from finetune_course.models import (BodyBNEval, WeightsMismatchError, WeightsUnavailableError, body_bn_layers, build_model,
-                                    bundled_source_file, bundled_weights, get_backbone, imagenet_topk, load_backbone,
-                                    load_model, make_learner, map_state_dict, predict_files, save_model, stage_splitter)
+from finetune_course.weights import (WeightsMismatchError, WeightsUnavailableError, bundled_source_file,
+                                     bundled_weights, get_backbone, imagenet_topk, load_backbone, map_state_dict)
+from finetune_course.inference import load_model, predict_files
+from finetune_course.models import BodyBNEval, body_bn_layers, build_model, make_learner, save_model, stage_splitter
 
 
 def _tiny_folder(root, n_train=10, n_valid=4, size=40):
