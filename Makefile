@@ -7,17 +7,18 @@ BIN := $(VENV)/bin
 # the stamp names a hash of the install inputs: tools that rewrite pyproject.toml unchanged (nbdev-export) do not force a reinstall
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | md5sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
-export NO_ALBUMENTATIONS_UPDATE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install demo test test-fast check-sync lint lab bench docs clean
+.PHONY: help install demo test test-fast check-sync lint metrics lab bench docs clean
 
 help:
 	@echo "make demo   - fine-tune the default backbone on the embedded digits data, print accuracy and report path"
 	@echo "make test   - install if needed, check notebooks and library are in sync, run every test"
-	@echo "make lab    - open the lessons in JupyterLab"
+	@echo "make lab    - open the notebooks (nbs/lessons: the course, nbs/api: the library) in JupyterLab"
+	@echo "make lint   - ruff check --select F,E9 over the library, tests, tools and benchmarks"
+	@echo "make metrics - print the lesson and library shape tables; fail if the module graph is broken"
 	@echo "make bench  - run the benchmarks, results in benchmarks/results/"
-	@echo "make docs   - build HTML pages of the lessons offline (no Quarto needed) into _site/"
+	@echo "make docs   - build HTML pages of the lessons and the library reference offline (no Quarto needed) into _site/"
 
 $(STAMP):
 	@echo "==> creating $(VENV) and installing finetune-course[dev] with the pins in constraints.txt"
@@ -46,15 +47,22 @@ lint: $(STAMP)
 	@echo "==> ruff check --select F,E9 (pyflakes-level) over the library, tests, tools and benchmarks"
 	$(BIN)/ruff check --select F,E9 finetune_course tests tools benchmarks
 
-test: $(STAMP) check-sync lint
+metrics: $(STAMP)
+	@echo "==> lesson shape (a report): exported share and median code cell per lesson"
+	@$(BIN)/python tools/lesson_metrics.py
+	@echo "==> library shape (a report) and module graph (a gate: one notebook per module, no import of a later module)"
+	@$(BIN)/python tools/function_metrics.py
+
+test: $(STAMP) check-sync lint metrics
 	@echo "==> pytest: notebooks (quick profile) + library + CLI + bad inputs"
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -rfE --durations=15 tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests --ignore=tests/test_notebooks.py
 
+# JupyterLab refuses to run as root without --allow-root (containers often run as root)
 lab: $(STAMP)
-	$(BIN)/jupyter lab nbs
+	$(BIN)/jupyter lab nbs $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 bench: $(STAMP)
 	@echo "==> benchmarks -> benchmarks/results/"

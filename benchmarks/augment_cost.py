@@ -6,18 +6,16 @@ Writes benchmarks/results/augment_cost.json. Measures and records; asserts no ti
 
 Usage: python benchmarks/augment_cost.py [--sizes 64 128] [--n 64] [--reps 5]"""
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 warnings.filterwarnings('ignore', category=FutureWarning)
 import torch
 
 from common import write_result
-from finetune_course.augment import AUG_PRESETS, augment_cost
+from finetune_course.augment import AUG_PRESETS, augment_cost # the package's config sets NO_ALBUMENTATIONS_UPDATE=1
 
 
 def gpu_throughput(sizes, n, reps):

@@ -13,7 +13,10 @@ from finetune_course.datasets import SHAPES, make_digits, make_shapes
 
 
 def timed(fn):
-    t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
+    "Seconds `fn()` takes."
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main():
@@ -32,4 +35,5 @@ def main():
     write_result('data_generation', dict(rows=rows))
 
 
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()

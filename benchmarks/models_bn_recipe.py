@@ -61,7 +61,8 @@ def main(argv=None):
     epochs = a.epochs or cfg.epochs
     rows = []
     for spec in a.runs:
-        rows.append(run(spec, cfg, a.n_per_class, epochs)); print(rows[-1], flush=True)
+        rows.append(run(spec, cfg, a.n_per_class, epochs))
+        print(rows[-1], flush=True)
     write_result('models_bn_recipe', dict(size=cfg.size, freeze_epochs=cfg.freeze_epochs, epochs=epochs,
                                           n_per_class=a.n_per_class, runs=rows))
     return 0

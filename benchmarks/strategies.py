@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Training strategies compared on equal epoch budgets (fine_tune, feature_extract, gradual, discriminative, scratch)
-for several training-set sizes: validation accuracy, loss and seconds per run, with `finetune.compare_strategies`.
+for several training-set sizes: validation accuracy, loss and seconds per run, with `strategies.compare_strategies`.
 Profile `full` on a GPU (224 px, 3 + 12 epochs, 3 seeds), `quick` otherwise (64 px, 3 + 8 epochs, 1 seed).
 Writes benchmarks/results/strategies.json. Measures and records; asserts nothing.
 

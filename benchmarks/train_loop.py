@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 import torch.nn.functional as F
+from fastai.callback.core import Callback, CancelFitException
 
 from common import write_result
 from finetune_course.config import get_config, set_seed
@@ -26,10 +27,13 @@ def plain_loop(model, batches, device, lr=1e-3, amp_dtype=None):
     model.train()
     n, t0 = 0, None
     for i, (xb, yb) in enumerate(batches):
-        if i == 1: t0 = time.perf_counter(); n = 0   # first batch is warm-up
+        if i == 1: # the first batch is warm-up
+            t0, n = time.perf_counter(), 0
         with torch.autocast(device_type=device.split(':')[0], dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = F.cross_entropy(model(xb), yb)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         n += len(xb)
     if device.startswith('cuda'): torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
@@ -37,14 +41,15 @@ def plain_loop(model, batches, device, lr=1e-3, amp_dtype=None):
 
 def fastai_loop(learn, n_batches):
     "fastai's fit on `n_batches` training batches; returns images per second (after a warm-up batch)."
-    from fastai.callback.core import Callback, CancelFitException
     class Timer(Callback):
         order = 100
         def before_fit(self): self.i, self.n, self.t0 = 0, 0, None
         def after_batch(self):
             if not self.training: return
             self.i += 1
-            if self.i == 1: self.t0 = time.perf_counter(); return
+            if self.i == 1:
+                self.t0 = time.perf_counter()
+                return
             self.n += self.xb[0].shape[0]
             if self.i > n_batches: raise CancelFitException()
     timer = Timer()

@@ -9,16 +9,18 @@ __all__ = ['MIN_EPOCHS', 'TREND_TOL', 'OVERFIT_RISE', 'UNDERFIT_LOSS', 'UNDERFIT
            'METRIC_TOL', 'MIN_LOSS_CHANGE', 'REGIMES', 'Diagnosis', 'fit_evidence', 'diagnose_fit',
            'plot_learning_curves', 'plot_data_size_curve']
 
-# %% ../nbs/api/12_diagnose.ipynb #3cf01edf
+# %% ../nbs/api/12_diagnose.ipynb #d3714ab8
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from .config import json_safe
 from .monitor import DIVERGENCE_FACTOR
 
-# %% ../nbs/api/12_diagnose.ipynb #8a8f229c
+# %% ../nbs/api/12_diagnose.ipynb #8b08cbf2
 MIN_EPOCHS = 3 # fewer complete epochs than this: too short to tell
 TREND_TOL = 0.02 # relative changes below 2% count as flat
 OVERFIT_RISE = 0.10 # overfitting: valid loss ends >= 10% above its minimum (and train loss kept falling)
@@ -26,43 +28,42 @@ UNDERFIT_LOSS = 0.5 # underfitting: final train loss still >= 50% of the referen
 UNDERFIT_SLOPE = 0.10 # underfitting: valid loss still fell >= 10% in the last epoch (and train loss fell too)
 NOISE_JITTER = 0.15 # too noisy: median epoch-to-epoch change of valid loss >= 15% of its minimum ...
 NOISE_ZIGZAG = 0.5 # ... and the direction of valid loss changes at >= half of the epochs
-METRIC_TOL = 0.04 # metric and loss disagree: at the best-loss epoch the metric is >= 4% (relative) off its best, >= 2 epochs away
-MIN_LOSS_CHANGE = 0.02 # rises, falls and jitter of the valid loss smaller than 2% of the reference loss are too small to read
+METRIC_TOL = 0.04 # metric and loss disagree: at the best-loss epoch the metric is >= 4% off its best, >= 2 epochs away
+MIN_LOSS_CHANGE = 0.02 # valid-loss rises, falls and jitter below 2% of the reference loss are too small to read
 REGIMES = ('underfitting', 'good fit', 'overfitting', 'diverged', 'too noisy / too short to tell')
 
-# %% ../nbs/api/12_diagnose.ipynb #e6154386
-_NOT_METRICS = {'fit', 'phase', 'epoch', 'fit_epoch', 'train_loss', 'valid_loss', 'grad_norm', 'n_batches', 'n_valid', 'time', 'complete'}
+# %% ../nbs/api/12_diagnose.ipynb #e7a5efcc
+_NOT_METRICS = {'fit', 'phase', 'epoch', 'fit_epoch', 'train_loss', 'valid_loss', 'grad_norm', 'n_batches', 'n_valid',
+                'time', 'complete'}
 
 def _lower_is_better(name): return any(k in name.lower() for k in ('error', 'loss', 'mse', 'mae', 'rmse', 'perplexity'))
 
 def _is_history(o): return isinstance(getattr(o, 'epochs', None), pd.DataFrame) and hasattr(o, 'diverged')
 
+# %% ../nbs/api/12_diagnose.ipynb #5c77a8be
+def _learner_history(learn):
+    "The `HistoryCallback` of a Learner, or a clear error."
+    if not _is_history(getattr(learn, 'history', None)):
+        raise ValueError("this learner has no HistoryCallback; create it with cbs=HistoryCallback() "
+                         "(make_learner adds one)")
+    return learn.history
+
 def _history_frame(history):
     "(epochs DataFrame, divergence report or None, number of classes or None) from any accepted input."
     if isinstance(history, pd.DataFrame): return history, None, None
     if isinstance(history, (str, Path)): return pd.read_csv(history), None, None
-    if not _is_history(history) and hasattr(history, 'cbs'): # a Learner
-        if not _is_history(getattr(history, 'history', None)):
-            raise ValueError("this learner has no HistoryCallback; create it with cbs=HistoryCallback() (make_learner adds one)")
-        history = history.history
+    if not _is_history(history) and hasattr(history, 'cbs'): history = _learner_history(history)
     if _is_history(history): return history.epochs, history.diverged, history.n_classes
-    raise TypeError(f"diagnose_fit needs a HistoryCallback, a Learner, a DataFrame or a CSV path, not {type(history).__name__}")
+    raise TypeError("diagnose_fit needs a HistoryCallback, a Learner, a DataFrame or a CSV path, "
+                    f"not {type(history).__name__}")
 
 def _check_columns(df):
+    "Refuse a table without the three columns every rule needs."
     missing = [c for c in ('epoch', 'train_loss', 'valid_loss') if c not in df]
-    if missing: raise ValueError(f"history is missing column(s) {missing}; expected one row per epoch with epoch, train_loss, valid_loss (and optional metrics)")
+    if missing: raise ValueError(f"history is missing column(s) {missing}; expected one row per epoch with "
+                                 "epoch, train_loss, valid_loss (and optional metrics)")
 
-# %% ../nbs/api/12_diagnose.ipynb #9a39ed27
-def _finite(x): return x is not None and isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(float(x))
-
-def _jsonable(v):
-    if isinstance(v, dict): return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
-    if isinstance(v, (np.bool_, bool)): return bool(v)
-    if isinstance(v, (np.integer,)): return int(v)
-    if isinstance(v, (float, np.floating)): return float(v) if math.isfinite(float(v)) else None
-    return v
-
+# %% ../nbs/api/12_diagnose.ipynb #b55b8379
 @dataclass
 class Diagnosis:
     "What regime a fit is in, why (the evidence), and what to do about it."
@@ -74,146 +75,259 @@ class Diagnosis:
     def lines(self) -> list[str]:
         "Plain-text lines: regime and reason, then the advice."
         return [f'{self.regime}: {self.reason}'] + [f'try: {a}' for a in self.advice]
+
     def to_dict(self) -> dict:
         "A JSON-safe dict (NaN and inf become None)."
-        return _jsonable(dict(regime=self.regime, reason=self.reason, evidence=self.evidence, advice=list(self.advice)))
+        return json_safe(dict(regime=self.regime, reason=self.reason, evidence=self.evidence, advice=list(self.advice)))
+
     def __str__(self): return f'{self.regime}: {self.reason}'
+
     def _repr_markdown_(self):
-        ev = '\n'.join(f'| {k} | {v:.4g} |' if isinstance(v, float) else f'| {k} | {v} |' for k, v in self.evidence.items())
+        ev = '\n'.join(f'| {k} | {v:.4g} |' if isinstance(v, float) else f'| {k} | {v} |'
+                       for k, v in self.evidence.items())
         adv = '\n'.join(f'- {a}' for a in self.advice)
         return f'**{self.regime}**: {self.reason}\n\n{adv}\n\n| evidence | value |\n|---|---|\n{ev}'
 
-# %% ../nbs/api/12_diagnose.ipynb #11807c7d
+# %% ../nbs/api/12_diagnose.ipynb #ceb4539e
 def _metric_column(df, metric):
+    "The metric column to read: `metric` when given (it must exist), else the first numeric non-loss column."
     if metric is not None:
-        if metric not in df: raise ValueError(f"metric {metric!r} is not a column of the history; columns are {list(df.columns)}")
+        if metric not in df:
+            raise ValueError(f"metric {metric!r} is not a column of the history; columns are {list(df.columns)}")
         return metric
-    cols = [c for c in df.columns if c not in _NOT_METRICS and not str(c).startswith('lr_') and pd.api.types.is_numeric_dtype(df[c])]
+    cols = [c for c in df.columns
+            if c not in _NOT_METRICS and not str(c).startswith('lr_') and pd.api.types.is_numeric_dtype(df[c])]
     return cols[0] if cols else None
 
+# %% ../nbs/api/12_diagnose.ipynb #86e55336
 def _slope(y):
     "Least-squares slope per epoch (0 for fewer than 2 points)."
     return float(np.polyfit(np.arange(len(y)), np.asarray(y, float), 1)[0]) if len(y) >= 2 else 0.
 
 def _zigzag(y):
     "Fraction of epochs where the curve changes direction."
-    s = np.sign(np.diff(np.asarray(y, float))); s = s[s != 0]
+    s = np.sign(np.diff(np.asarray(y, float)))
+    s = s[s != 0]
     return float((s[1:] != s[:-1]).mean()) if len(s) >= 2 else 0.
 
 def _drop(new, old):
     "Relative fall from `old` to `new` (0 when `old` is 0: a loss that reached exactly zero)."
     return 1 - new/old if old > 0 else 0.
 
+# %% ../nbs/api/12_diagnose.ipynb #40246dec
+def _best_and_gap(tl, vl, ep) -> dict:
+    "The best epoch by validation loss, how far the loss rose after it, and the generalization gap."
+    b, n, gap = int(np.argmin(vl)), len(vl), vl - tl
+    return dict(n_epochs=n, best_epoch=ep[b], epochs_to_best=b+1, best_valid_loss=vl[b], last_valid_loss=vl[-1],
+                valid_rise=-_drop(vl[-1], vl[b]), gap_at_best=gap[b], gap_last=gap[-1],
+                gap_trend=_slope(gap[b:] if n - b >= 3 else gap[-3:]))
+
+# %% ../nbs/api/12_diagnose.ipynb #43f4e168
+def _median_step(vl) -> float:
+    "Median absolute epoch-to-epoch change of the validation loss."
+    return float(np.median(np.abs(np.diff(vl))))
+
+def _trends(tl, vl, b) -> dict:
+    "How both losses moved: after the best epoch, in the last epoch, overall, and how the valid loss jitters."
+    last = len(tl) > 1
+    return dict(train_loss_first=tl[0], train_loss_at_best=tl[b], train_loss_last=tl[-1],
+                train_drop_after_best=_drop(tl[-1], tl[b]),
+                train_change_last_epoch=_drop(tl[-1], tl[-2]) if last else 0.,
+                valid_change_last_epoch=_drop(vl[-1], vl[-2]) if last else 0.,
+                train_flat=bool(_drop(tl.min(), tl.max()) < TREND_TOL),
+                valid_flat=bool(_drop(vl.min(), vl.max()) < TREND_TOL),
+                valid_jitter=_median_step(vl)/vl[b] if last and vl[b] > 0 else 0., valid_zigzag=_zigzag(vl))
+
+# %% ../nbs/api/12_diagnose.ipynb #bda59bb8
+def _against_reference(tl, vl, b, chance_loss) -> dict:
+    "The final training loss and the valid loss's changes as fractions of the reference loss."
+    ref, last = chance_loss if chance_loss else tl[0], len(vl) > 1
+    return dict(reference_loss=ref, reference='loss of a uniform guess' if chance_loss else 'first-epoch training loss',
+                train_loss_vs_reference=tl[-1]/ref if ref else float('nan'),
+                valid_rise_vs_reference=(vl[-1] - vl[b])/ref if ref else float('nan'),
+                valid_fall_last_epoch_vs_reference=(vl[-2] - vl[-1])/ref if last and ref else 0.,
+                valid_jitter_vs_reference=_median_step(vl)/ref if last and ref else 0.)
+
+# %% ../nbs/api/12_diagnose.ipynb #5b0706d8
+def _metric_evidence(df, metric, b) -> dict:
+    "The metric's best epoch and values, and whether it disagrees with the loss about the best epoch."
+    m = _metric_column(df, metric)
+    if m is None: return {}
+    mv, ep = df[m].to_numpy(float), df.epoch.tolist()
+    mb = int(np.nanargmin(mv) if _lower_is_better(m) else np.nanargmax(mv))
+    disagrees = bool(abs(mb - b) >= 2 and abs(mv[mb] - mv[b]) >= METRIC_TOL*abs(mv[mb]))
+    return dict(metric=m, metric_best_epoch=ep[mb], metric_best=mv[mb], metric_last=mv[-1], metric_at_best_loss=mv[b],
+                metric_disagrees=disagrees)
+
+# %% ../nbs/api/12_diagnose.ipynb #19853078
 def fit_evidence(df:pd.DataFrame, # complete epochs with epoch, train_loss, valid_loss
                  metric:str|None=None, # metric column (default: the first non-loss numeric column)
                  chance_loss:float|None=None, # loss of a uniform guess, e.g. ln(n_classes)
                 ) -> dict:
     "The numbers `diagnose_fit` reads: best epochs, gap and its trend, loss trends, metric agreement."
     tl, vl, ep = df.train_loss.to_numpy(float), df.valid_loss.to_numpy(float), df.epoch.tolist()
-    b, n, gap = int(np.argmin(vl)), len(vl), vl - tl
-    ref = chance_loss if chance_loss else tl[0]
-    ev = dict(n_epochs=n, best_epoch=ep[b], epochs_to_best=b+1, best_valid_loss=vl[b], last_valid_loss=vl[-1],
-              valid_rise=-_drop(vl[-1], vl[b]), train_loss_first=tl[0], train_loss_at_best=tl[b], train_loss_last=tl[-1],
-              train_drop_after_best=_drop(tl[-1], tl[b]), train_change_last_epoch=_drop(tl[-1], tl[-2]) if n > 1 else 0.,
-              valid_change_last_epoch=_drop(vl[-1], vl[-2]) if n > 1 else 0.,
-              gap_at_best=gap[b], gap_last=gap[-1], gap_trend=_slope(gap[b:] if n - b >= 3 else gap[-3:]),
-              reference_loss=ref, reference='loss of a uniform guess' if chance_loss else 'first-epoch training loss',
-              train_loss_vs_reference=tl[-1]/ref if ref else float('nan'),
-              train_flat=bool(_drop(tl.min(), tl.max()) < TREND_TOL), valid_flat=bool(_drop(vl.min(), vl.max()) < TREND_TOL),
-              valid_jitter=float(np.median(np.abs(np.diff(vl))))/vl[b] if n > 1 and vl[b] > 0 else 0., valid_zigzag=_zigzag(vl),
-              valid_rise_vs_reference=(vl[-1] - vl[b])/ref if ref else float('nan'),
-              valid_fall_last_epoch_vs_reference=(vl[-2] - vl[-1])/ref if n > 1 and ref else 0.,
-              valid_jitter_vs_reference=float(np.median(np.abs(np.diff(vl))))/ref if n > 1 and ref else 0.)
-    m = _metric_column(df, metric)
-    if m is not None:
-        mv = df[m].to_numpy(float)
-        mb = int(np.nanargmin(mv) if _lower_is_better(m) else np.nanargmax(mv))
-        ev.update(metric=m, metric_best_epoch=ep[mb], metric_best=mv[mb], metric_last=mv[-1], metric_at_best_loss=mv[b],
-                  metric_disagrees=bool(abs(mb - b) >= 2 and abs(mv[mb] - mv[b]) >= METRIC_TOL*abs(mv[mb])))
-    return ev
+    b = int(np.argmin(vl))
+    return {**_best_and_gap(tl, vl, ep), **_trends(tl, vl, b), **_against_reference(tl, vl, b, chance_loss),
+            **_metric_evidence(df, metric, b)}
 
-# %% ../nbs/api/12_diagnose.ipynb #1a797a22
+# %% ../nbs/api/12_diagnose.ipynb #7a406c98
+def _measured(df) -> np.ndarray:
+    "Which epochs completed and had validation items, so that their validation loss exists."
+    measured = df['complete'].astype(bool).to_numpy() if 'complete' in df else np.ones(len(df), bool)
+    if 'n_valid' in df: measured = measured & (df['n_valid'].to_numpy() > 0)
+    return measured
+
 def _divergence(df, report, ref):
     "Why the fit counts as diverged, or None."
     if report: return report['message']
-    measured = df['complete'].astype(bool).to_numpy() if 'complete' in df else np.ones(len(df), bool)
-    if 'n_valid' in df: measured = measured & (df['n_valid'].to_numpy() > 0) # epochs without a validation set have no valid loss
     tl, vl = df.train_loss.to_numpy(float), df.valid_loss.to_numpy(float)
-    bad = ~np.isfinite(tl) | (~np.isfinite(vl) & measured)
+    bad = ~np.isfinite(tl) | (~np.isfinite(vl) & _measured(df))
     if bad.any(): return f"the loss became nan or inf at epoch {df.epoch[bad].iloc[0]}"
     if len(tl) >= 2 and tl[-1] > DIVERGENCE_FACTOR*max(tl[0], ref or 0.):
         return f"the training loss rose from {tl[0]:.3g} to {tl[-1]:.3g}, more than {DIVERGENCE_FACTOR:g}x"
     return None
 
-# %% ../nbs/api/12_diagnose.ipynb #9eb7a4d8
-def _advice(regime, ev):
-    k, m = ev.get('epochs_to_best'), ev.get('metric')
-    if regime == 'diverged': return [
-        'lower the learning rate 10x, or pick one with lr_find',
-        'clip gradients (fastai GradientClip) if the loss spikes now and then',
-        'check the inputs and labels for nan/inf and that images are normalised',
-        'with fp16, try bf16 or fp32 to rule out overflow']
-    if regime == 'too noisy / too short to tell': return [
-        f'train for more epochs (at least {MIN_EPOCHS}) before judging',
-        'use a larger validation set (a few hundred images) so each epoch is measured reliably',
-        'lower the learning rate: a jumpy validation loss often means steps that are too large',
-        'repeat with 2 or 3 seeds and compare the means']
-    if regime == 'overfitting':
-        out = [f'stop earlier: the validation loss was lowest after {k} epochs; retrain for about {k} epochs '
-               '(or keep the best checkpoint with SaveModelCallback)',
-               'add data augmentation (e.g. batch_tfms=aug_transforms()) so exact pixels cannot be memorised',
-               'raise weight decay (e.g. wd=0.1) or head dropout (e.g. ps=0.5)',
-               'get more training images (see how accuracy grows with data size)',
-               'freeze more of the body or use a smaller model']
-        if ev.get('metric_disagrees'):
-            out.insert(1, f"{m} was best at epoch {ev['metric_best_epoch']} while the loss was best at epoch {ev['best_epoch']}: "
-                          f"the loss also punishes over-confidence; pick checkpoints by {m} if that is what you report")
-        return out
-    if regime == 'underfitting':
-        out = ['raise the learning rate (check with lr_find)',
-               'unfreeze the body (fine_tune) or give it discriminative learning rates',
-               'train longer', 'reduce regularisation: less weight decay, dropout or augmentation',
-               'try a bigger model or larger images']
-        if ev.get('valid_change_last_epoch', 0) >= UNDERFIT_SLOPE:
-            out.insert(0, f"train longer: the validation loss still fell {ev['valid_change_last_epoch']:.0%} in the last epoch")
-            out.remove('train longer')
-        return out
-    out = ['keep this recipe; to gain more, add data or try a bigger model or larger images']
-    if ev['valid_rise'] >= TREND_TOL and not ev.get('valid_rise_vs_reference', 1.) < MIN_LOSS_CHANGE:
-        out.append(f"the validation loss was {ev['valid_rise']:.0%} lower after {k} epochs: a slightly shorter schedule is as good")
-    if ev['gap_last'] > 0.5*ev['last_valid_loss']:
-        out.append('the gap is large but stable: stronger regularisation or more data may lower the validation loss further')
-    return out
+# %% ../nbs/api/12_diagnose.ipynb #2e779d33
+def _readable(ev, key):
+    "Is a change in loss large enough to mean something? (NaN: no reference, keep it.)"
+    return not ev[key] < MIN_LOSS_CHANGE
 
-# %% ../nbs/api/12_diagnose.ipynb #c387142a
+def _rule_noisy(ev, chance_known):
+    "The validation loss zig-zags with large steps: no trend can be read."
+    if not (ev['valid_zigzag'] >= NOISE_ZIGZAG and ev['valid_jitter'] >= NOISE_JITTER): return None
+    if not _readable(ev, 'valid_jitter_vs_reference'): return None
+    reason = (f"the validation loss changes direction at {ev['valid_zigzag']:.0%} of the epochs "
+              f"with a median step of {ev['valid_jitter']:.0%} of its minimum: no trend can be read")
+    return 'too noisy / too short to tell', reason
+
+# %% ../nbs/api/12_diagnose.ipynb #cfe07b06
+def _rule_overfit(ev, chance_known):
+    "The validation loss rose from its minimum: overfitting if the training loss kept falling, else instability."
+    if not (ev['valid_rise'] >= OVERFIT_RISE and ev['epochs_to_best'] < ev['n_epochs']): return None
+    if not _readable(ev, 'valid_rise_vs_reference'): return None
+    if ev['train_drop_after_best'] >= TREND_TOL:
+        return 'overfitting', (f"the validation loss rose {ev['valid_rise']:.0%} above its minimum "
+                               f"(epoch {ev['best_epoch']}) while the training loss fell another "
+                               f"{ev['train_drop_after_best']:.0%}; the gap grew from {ev['gap_at_best']:.3g} "
+                               f"to {ev['gap_last']:.3g}")
+    reason = (f"the validation loss rose {ev['valid_rise']:.0%} above its minimum but the training loss did not fall: "
+              "that is instability, not overfitting")
+    return 'too noisy / too short to tell', reason
+
+# %% ../nbs/api/12_diagnose.ipynb #3c9798ea
+def _rule_flat(ev, chance_known):
+    "Neither loss moved and the uniform-guess loss is unknown: learnt nothing, or converged at once?"
+    if not (ev['train_flat'] and ev['valid_flat']) or chance_known: return None
+    reason = (f"neither loss moved by more than {TREND_TOL:.0%}: the run learnt nothing, or had converged "
+              "before the first epoch ended; compare with the loss of a uniform guess")
+    return 'too noisy / too short to tell', reason
+
+def _rule_high_loss(ev, chance_known):
+    "The training loss is still a large fraction of the reference: the training set is not learnt."
+    if not ev['train_loss_vs_reference'] >= UNDERFIT_LOSS: return None # NaN (no reference): does not fire
+    return 'underfitting', (f"the training loss is still {ev['train_loss_vs_reference']:.0%} of the {ev['reference']} "
+            f"({ev['train_loss_last']:.3g} vs {ev['reference_loss']:.3g}): the model has not learnt the training set")
+
+def _rule_still_falling(ev, chance_known):
+    "Both losses were still falling in the last epoch: stopped too early."
+    if not (ev['valid_change_last_epoch'] >= UNDERFIT_SLOPE and ev['train_change_last_epoch'] >= TREND_TOL): return None
+    if not _readable(ev, 'valid_fall_last_epoch_vs_reference'): return None
+    return 'underfitting', (f"both losses were still falling in the last epoch "
+                            f"(train {ev['train_change_last_epoch']:.0%}, valid {ev['valid_change_last_epoch']:.0%}): "
+                            "training stopped too early")
+
+# %% ../nbs/api/12_diagnose.ipynb #e5c3d7d9
+_RULES = (_rule_noisy, _rule_overfit, _rule_flat, _rule_high_loss, _rule_still_falling)
+
 def _classify(ev, chance_known):
-    "(regime, reason) from the evidence, applying the rules in order."
-    readable = lambda k: not ev[k] < MIN_LOSS_CHANGE # a change in loss large enough to mean something (NaN: no reference, keep it)
-    if ev['valid_zigzag'] >= NOISE_ZIGZAG and ev['valid_jitter'] >= NOISE_JITTER and readable('valid_jitter_vs_reference'):
-        return 'too noisy / too short to tell', (f"the validation loss changes direction at {ev['valid_zigzag']:.0%} of the epochs "
-                f"with a median step of {ev['valid_jitter']:.0%} of its minimum: no trend can be read")
-    if ev['valid_rise'] >= OVERFIT_RISE and ev['epochs_to_best'] < ev['n_epochs'] and readable('valid_rise_vs_reference'):
-        if ev['train_drop_after_best'] >= TREND_TOL:
-            return 'overfitting', (f"the validation loss rose {ev['valid_rise']:.0%} above its minimum (epoch {ev['best_epoch']}) "
-                    f"while the training loss fell another {ev['train_drop_after_best']:.0%}; the gap grew from "
-                    f"{ev['gap_at_best']:.3g} to {ev['gap_last']:.3g}")
-        return 'too noisy / too short to tell', (f"the validation loss rose {ev['valid_rise']:.0%} above its minimum but the training "
-                f"loss did not fall: that is instability, not overfitting")
-    if ev['train_flat'] and ev['valid_flat'] and not chance_known:
-        return 'too noisy / too short to tell', (f"neither loss moved by more than {TREND_TOL:.0%}: the run learnt nothing, or had "
-                "converged before the first epoch ended; compare with the loss of a uniform guess")
-    if ev['train_loss_vs_reference'] >= UNDERFIT_LOSS:
-        return 'underfitting', (f"the training loss is still {ev['train_loss_vs_reference']:.0%} of the {ev['reference']} "
-                f"({ev['train_loss_last']:.3g} vs {ev['reference_loss']:.3g}): the model has not learnt the training set")
-    if ev['valid_change_last_epoch'] >= UNDERFIT_SLOPE and ev['train_change_last_epoch'] >= TREND_TOL and readable('valid_fall_last_epoch_vs_reference'):
-        return 'underfitting', (f"both losses were still falling in the last epoch (train {ev['train_change_last_epoch']:.0%}, "
-                f"valid {ev['valid_change_last_epoch']:.0%}): training stopped too early")
+    "(regime, reason) from the evidence: the first rule that fires, else a good fit."
+    for rule in _RULES:
+        found = rule(ev, chance_known)
+        if found is not None: return found
     return 'good fit', (f"the validation loss ends {ev['valid_rise']:.0%} above its minimum and the gap is "
             f"{ev['gap_last']:.3g} (trend {ev['gap_trend']:+.3g}/epoch)")
 
-def diagnose_fit(history, # a HistoryCallback, a Learner with one, a DataFrame or a CSV path (epoch, train_loss, valid_loss, metrics)
+# %% ../nbs/api/12_diagnose.ipynb #2268d33d
+def _advice_diverged(ev): return [
+    'lower the learning rate 10x, or pick one with lr_find',
+    'clip gradients (fastai GradientClip) if the loss spikes now and then',
+    'check the inputs and labels for nan/inf and that images are normalised',
+    'with fp16, try bf16 or fp32 to rule out overflow']
+
+def _advice_noisy(ev): return [
+    f'train for more epochs (at least {MIN_EPOCHS}) before judging',
+    'use a larger validation set (a few hundred images) so each epoch is measured reliably',
+    'lower the learning rate: a jumpy validation loss often means steps that are too large',
+    'repeat with 2 or 3 seeds and compare the means']
+
+# %% ../nbs/api/12_diagnose.ipynb #e766343d
+def _advice_overfit(ev):
+    "Stop at the best epoch first, then regularise; say so when the metric disagrees with the loss."
+    k, m = ev.get('epochs_to_best'), ev.get('metric')
+    out = [f'stop earlier: the validation loss was lowest after {k} epochs; retrain for about {k} epochs '
+           '(or keep the best checkpoint with SaveModelCallback)',
+           'add data augmentation (e.g. batch_tfms=aug_transforms()) so exact pixels cannot be memorised',
+           'raise weight decay (e.g. wd=0.1) or head dropout (e.g. ps=0.5)',
+           'get more training images (see how accuracy grows with data size)',
+           'freeze more of the body or use a smaller model']
+    if ev.get('metric_disagrees'):
+        out.insert(1, f"{m} was best at epoch {ev['metric_best_epoch']} while the loss was best at epoch "
+                      f"{ev['best_epoch']}: the loss also punishes over-confidence; pick checkpoints by {m} "
+                      "if that is what you report")
+    return out
+
+# %% ../nbs/api/12_diagnose.ipynb #b40f31e9
+def _advice_underfit(ev):
+    "More capacity or more training; 'train longer' first when the validation loss was still falling."
+    out = ['raise the learning rate (check with lr_find)',
+           'unfreeze the body (fine_tune) or give it discriminative learning rates',
+           'train longer', 'reduce regularisation: less weight decay, dropout or augmentation',
+           'try a bigger model or larger images']
+    if ev.get('valid_change_last_epoch', 0) >= UNDERFIT_SLOPE:
+        out.insert(0, f"train longer: the validation loss still fell {ev['valid_change_last_epoch']:.0%} "
+                      "in the last epoch")
+        out.remove('train longer')
+    return out
+
+def _advice_good(ev):
+    "Keep the recipe; mention a shorter schedule or more regularisation when the evidence suggests them."
+    out = ['keep this recipe; to gain more, add data or try a bigger model or larger images']
+    if ev['valid_rise'] >= TREND_TOL and not ev.get('valid_rise_vs_reference', 1.) < MIN_LOSS_CHANGE:
+        out.append(f"the validation loss was {ev['valid_rise']:.0%} lower after {ev.get('epochs_to_best')} epochs: "
+                   "a slightly shorter schedule is as good")
+    if ev['gap_last'] > 0.5*ev['last_valid_loss']:
+        out.append('the gap is large but stable: stronger regularisation or more data may lower the validation loss '
+                   'further')
+    return out
+
+# %% ../nbs/api/12_diagnose.ipynb #8de32dba
+_ADVICE = {'diverged': _advice_diverged, 'too noisy / too short to tell': _advice_noisy, 'overfitting': _advice_overfit,
+          'underfitting': _advice_underfit, 'good fit': _advice_good}
+
+def _advice(regime, ev): return _ADVICE[regime](ev)
+
+# %% ../nbs/api/12_diagnose.ipynb #3209332a
+def _diverged(df, report, why) -> Diagnosis:
+    "The diagnosis of a diverged fit, with the guard's report (where, at which rate) as evidence."
+    where = {k: report[k] for k in ('epoch', 'batch', 'loss', 'lr', 'phase')} if report else {}
+    ev = dict(n_epochs=len(df), **where)
+    return Diagnosis('diverged', why, ev, _advice('diverged', ev))
+
+def _judged_epochs(df) -> pd.DataFrame:
+    "The complete epochs with a validation loss: the only ones a trend can be read from."
+    done = df[df['complete'].astype(bool)] if 'complete' in df else df
+    return done[np.isfinite(done.valid_loss.to_numpy(float))]
+
+def _too_short(done) -> Diagnosis:
+    "The diagnosis of a history with fewer than `MIN_EPOCHS` judged epochs."
+    ev = dict(n_epochs=len(done))
+    why = f'only {len(done)} complete epoch(s) with a validation loss; at least {MIN_EPOCHS} are needed to see a trend'
+    return Diagnosis('too noisy / too short to tell', why, ev, _advice('too noisy / too short to tell', ev))
+
+# %% ../nbs/api/12_diagnose.ipynb #e0c6798a
+def diagnose_fit(history, # a HistoryCallback, a Learner with one, a DataFrame or a CSV path
                  metric:str|None=None, # metric column to compare with the loss (default: the first one found)
-                 chance_loss:float|None=None, # loss of a uniform guess (default: ln(classes) when the history knows them)
+                 chance_loss:float|None=None, # loss of a uniform guess (default: ln(classes) when known)
                 ) -> Diagnosis:
     "Name the regime of a fit (under/over/good fit, diverged, too noisy or short), with the evidence and advice."
     df, report, n_classes = _history_frame(history)
@@ -221,76 +335,105 @@ def diagnose_fit(history, # a HistoryCallback, a Learner with one, a DataFrame o
     if chance_loss is None and n_classes: chance_loss = math.log(n_classes)
     df = df.sort_values('epoch', kind='stable').reset_index(drop=True)
     why = _divergence(df, report, chance_loss)
-    if why is not None:
-        ev = dict(n_epochs=len(df), **({k: report[k] for k in ('epoch', 'batch', 'loss', 'lr', 'phase')} if report else {}))
-        return Diagnosis('diverged', why, ev, _advice('diverged', ev))
-    done = df[df['complete'].astype(bool)] if 'complete' in df else df
-    done = done[np.isfinite(done.valid_loss.to_numpy(float))] # epochs without a validation set cannot be judged
-    if len(done) < MIN_EPOCHS:
-        ev = dict(n_epochs=len(done))
-        return Diagnosis('too noisy / too short to tell', f'only {len(done)} complete epoch(s) with a validation loss; at least {MIN_EPOCHS} are needed to see a trend',
-                         ev, _advice('too noisy / too short to tell', ev))
+    if why is not None: return _diverged(df, report, why)
+    done = _judged_epochs(df)
+    if len(done) < MIN_EPOCHS: return _too_short(done)
     ev = fit_evidence(done, metric, chance_loss)
     regime, reason = _classify(ev, chance_loss is not None)
     return Diagnosis(regime, reason, ev, _advice(regime, ev))
 
-# %% ../nbs/api/12_diagnose.ipynb #a61d2910
-def _epochs_of(history):
-    df, _, _ = _history_frame(history); _check_columns(df)
+# %% ../nbs/api/12_diagnose.ipynb #0caf7bb7
+def _epochs_of(history) -> pd.DataFrame:
+    "The history's epoch table, checked and sorted by epoch."
+    df, _, _ = _history_frame(history)
+    _check_columns(df)
     return df.sort_values('epoch', kind='stable').reset_index(drop=True)
 
+def _draw_losses(ax, x, tl, vl):
+    "Both losses, and the gap between them shaded."
+    ax.plot(x, tl, 'o-', ms=3, label='train loss')
+    ax.plot(x, vl, 'o-', ms=3, label='valid loss')
+    ok = np.isfinite(tl) & np.isfinite(vl)
+    ax.fill_between(x, tl, vl, where=ok & (vl >= tl), interpolate=True, alpha=0.15, color='tab:red',
+                    label='gap (valid above train)')
+    if (ok & (vl < tl)).any():
+        ax.fill_between(x, tl, vl, where=ok & (vl < tl), interpolate=True, alpha=0.15, color='tab:blue',
+                        label='valid below train')
+
+# %% ../nbs/api/12_diagnose.ipynb #58bc5b2d
+def _mark_best(ax, x, vl):
+    "A star and a dashed line at the epoch with the lowest validation loss."
+    if not np.isfinite(vl).any(): return
+    b = int(np.nanargmin(vl))
+    ax.axvline(x[b], color='tab:green', ls='--', lw=1)
+    ax.plot(x[b], vl[b], '*', ms=12, color='tab:green', label=f'best epoch {x[b]}')
+
+def _mark_fits(ax, df, x):
+    "A dotted line where each new fit starts, labelled with its phase."
+    if 'fit' not in df: return
+    for i in np.flatnonzero(df.fit.diff().fillna(0).to_numpy() != 0):
+        ax.axvline(x[i] - 0.5, color='grey', ls=':', lw=1)
+        label = df.phase.iloc[i] if 'phase' in df else f'fit {df.fit.iloc[i]}'
+        ax.annotate(f' {label}', (x[i] - 0.5, 1), xycoords=('data', 'axes fraction'), va='top', fontsize=7,
+                    color='grey')
+
+# %% ../nbs/api/12_diagnose.ipynb #bd4d0d16
+def _draw_metric(ax, df, x, m):
+    "The metric on a twin axis; the legend of both axes below the plot."
+    handles, labels = ax.get_legend_handles_labels()
+    if m is not None:
+        ax2 = ax.twinx()
+        ax2.plot(x, df[m], 's:', ms=3, color='tab:purple', label=m)
+        ax2.set_ylabel(m)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+
+def _diagnosis_title(history, m) -> str:
+    "The regime, as a title (empty when the history cannot be diagnosed)."
+    try: return str(diagnose_fit(history, metric=m)).split(':')[0]
+    except Exception: return ''
+
+# %% ../nbs/api/12_diagnose.ipynb #b8f01714
 def plot_learning_curves(history, # a HistoryCallback, a Learner with one, or a DataFrame of epochs
-                         metric:str|None=None, # metric to draw on a second axis (default: the first one found; '' for none)
+                         metric:str|None=None, # metric for a second axis (default: the first one found; '' for none)
                          title:str|None=None, # figure title (default: the diagnosis)
                          ax=None, # matplotlib axes to draw on
                         ):
     "Train and valid loss per epoch, the gap shaded, the best epoch marked, fits separated, the metric on a twin axis."
-    import matplotlib.pyplot as plt
     df = _epochs_of(history)
     if ax is None: fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
     else: fig = ax.figure
     x, tl, vl = df.epoch.to_numpy(), df.train_loss.to_numpy(float), df.valid_loss.to_numpy(float)
-    ax.plot(x, tl, 'o-', ms=3, label='train loss'); ax.plot(x, vl, 'o-', ms=3, label='valid loss')
-    ok = np.isfinite(tl) & np.isfinite(vl)
-    ax.fill_between(x, tl, vl, where=ok & (vl >= tl), interpolate=True, alpha=0.15, color='tab:red', label='gap (valid above train)')
-    if (ok & (vl < tl)).any():
-        ax.fill_between(x, tl, vl, where=ok & (vl < tl), interpolate=True, alpha=0.15, color='tab:blue', label='valid below train')
-    if np.isfinite(vl).any():
-        b = int(np.nanargmin(vl))
-        ax.axvline(x[b], color='tab:green', ls='--', lw=1); ax.plot(x[b], vl[b], '*', ms=12, color='tab:green', label=f'best epoch {x[b]}')
-    if 'fit' in df:
-        for i in np.flatnonzero(df.fit.diff().fillna(0).to_numpy() != 0):
-            ax.axvline(x[i] - 0.5, color='grey', ls=':', lw=1)
-            label = df.phase.iloc[i] if 'phase' in df else f'fit {df.fit.iloc[i]}'
-            ax.annotate(f' {label}', (x[i] - 0.5, 1), xycoords=('data', 'axes fraction'), va='top', fontsize=7, color='grey')
-    handles, labels = ax.get_legend_handles_labels()
+    _draw_losses(ax, x, tl, vl)
+    _mark_best(ax, x, vl)
+    _mark_fits(ax, df, x)
     m = _metric_column(df, metric) if metric != '' else None
-    if m is not None:
-        ax2 = ax.twinx(); ax2.plot(x, df[m], 's:', ms=3, color='tab:purple', label=m); ax2.set_ylabel(m)
-        h2, l2 = ax2.get_legend_handles_labels(); handles, labels = handles + h2, labels + l2
-    ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.legend(handles, labels, fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
-    if title is None:
-        try: title = str(diagnose_fit(history, metric=m)).split(':')[0]
-        except Exception: title = ''
-    ax.set_title(title, fontsize=10)
+    _draw_metric(ax, df, x, m)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('loss')
+    ax.set_title(_diagnosis_title(history, m) if title is None else title, fontsize=10)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/api/12_diagnose.ipynb #bd7a6b4c
+# %% ../nbs/api/12_diagnose.ipynb #0777ba8d
 def plot_data_size_curve(table:pd.DataFrame, # one row per run, with a size column and a score column
                          x:str='n_per_class', # column with the training-set size
                          y:str='accuracy', # column with the score
                          ax=None, # matplotlib axes to draw on
                         ):
     "Score against training-set size (log x axis), mean and range over repeated runs."
-    import matplotlib.pyplot as plt
     for c in (x, y):
         if c not in table: raise ValueError(f"table has no column {c!r}; columns are {list(table.columns)}")
     g = table.groupby(x)[y].agg(['mean', 'min', 'max']).sort_index()
     if ax is None: fig, ax = plt.subplots(figsize=(5, 3.2), dpi=80)
     else: fig = ax.figure
     ax.errorbar(g.index, g['mean'], yerr=[g['mean'] - g['min'], g['max'] - g['mean']], fmt='o-', capsize=3)
-    ax.set_xscale('log'); ax.minorticks_off(); ax.set_xticks(g.index); ax.set_xticklabels([str(v) for v in g.index])
-    ax.set_xlabel(x.replace('_', ' ')); ax.set_ylabel(y); ax.set_title(f'{y} vs training-set size', fontsize=10); ax.grid(alpha=0.3)
+    ax.set_xscale('log')
+    ax.minorticks_off()
+    ax.set_xticks(g.index, [str(v) for v in g.index])
+    ax.set(xlabel=x.replace('_', ' '), ylabel=y)
+    ax.set_title(f'{y} vs training-set size', fontsize=10)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

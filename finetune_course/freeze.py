@@ -1,4 +1,4 @@
-"""Freezing by parameter group: reports, snapshots, what changed, gradual schedules and the recipe rates.
+"""Which parameter groups train, at what rate, and what a fit changed; gradual unfreezing; the recipe's rates.
 
 Docs: https://finetune-course.github.io/finetune-course/api/freeze.html.md"""
 
@@ -8,85 +8,108 @@ Docs: https://finetune-course.github.io/finetune-course/api/freeze.html.md"""
 __all__ = ['HEAD_LR', 'UNFROZEN_FACTOR', 'LR_MULT', 'param_groups_report', 'group_lrs', 'snapshot', 'changes_by_group',
            'gradual_schedule', 'recipe_lrs', 'fit_gradual']
 
-# %% ../nbs/api/08_freeze.ipynb #f255a334
+# %% ../nbs/api/08_freeze.ipynb #d18796fc
 import pandas as pd
 import torch
 from fastai.callback.schedule import fit_one_cycle # noqa: F401 (adds Learner.fit_one_cycle)
 from fastai.learner import Learner
 from torch import nn
+
 from .models import stage_groups
 
-# %% ../nbs/api/08_freeze.ipynb #a6f95888
+# %% ../nbs/api/08_freeze.ipynb #645bb018
 def _opt(learn:Learner):
     "The learner's optimizer, created if needed."
-    if learn.opt is None: learn.create_opt()
+    if learn.opt is None:
+        learn.create_opt()
     return learn.opt
 
 def _group_ids(learn:Learner) -> dict:
     "{id(parameter): index of its group}."
     return {id(p): i for i, ps in enumerate(_opt(learn).param_lists) for p in ps}
 
-# %% ../nbs/api/08_freeze.ipynb #8c8212e0
+# %% ../nbs/api/08_freeze.ipynb #632a0831
 def _short(name:str) -> str:
     "`0.model.blocks.3` -> `blocks.3`, `1` -> `head`, for `nn.Sequential(body, head)` models."
     parts = name.split('.')
-    if parts[0] == '1': return '.'.join(['head'] + parts[1:])
-    if parts[0] == '0': parts = parts[2:] if parts[1:2] == ['model'] else parts[1:]
+    if parts[0] == '1':
+        return '.'.join(['head'] + parts[1:])
+    if parts[0] == '0':
+        parts = parts[2:] if parts[1:2] == ['model'] else parts[1:]
     return '.'.join(parts) or 'body'
 
-def _group_modules(model:nn.Module, gids:dict, i:int, max_names:int=4) -> str:
-    "The largest modules whose parameters all belong to group `i`, as short names."
+# %% ../nbs/api/08_freeze.ipynb #7551b602
+def _owned_by(model:nn.Module, gids:dict, i:int) -> list:
+    "Names of the largest modules whose parameters all belong to group `i`."
     names = []
     for name, mod in model.named_modules():
         ps = list(mod.parameters())
-        if not name or not ps or any(name.startswith(n + '.') for n in names): continue
-        if all(gids.get(id(p)) == i for p in ps): names.append(name)
-    short = [_short(n) for n in names]
-    return ', '.join(short[:max_names]) + (f', … (+{len(short)-max_names})' if len(short) > max_names else '')
+        if not name or not ps or any(name.startswith(n + '.') for n in names):
+            continue
+        if all(gids.get(id(p)) == i for p in ps):
+            names.append(name)
+    return names
 
-# %% ../nbs/api/08_freeze.ipynb #186a5455
+def _group_modules(model:nn.Module, gids:dict, i:int, max_names:int=4) -> str:
+    "The largest modules whose parameters all belong to group `i`, as short names."
+    short = [_short(n) for n in _owned_by(model, gids, i)]
+    more = f', … (+{len(short)-max_names})' if len(short) > max_names else ''
+    return ', '.join(short[:max_names]) + more
+
+# %% ../nbs/api/08_freeze.ipynb #a6f4cff9
 def _group_names(learn:Learner) -> list|None:
-    "Stage names (stem, blocks.0, ..., head) when the model comes from `build_model` and the splitter is `stage_splitter`."
-    try: names = [n for n, _ in stage_groups(learn.model)]
-    except Exception: return None
+    "Stage names (stem, blocks.0, ..., head) for a `build_model` model split by `stage_splitter`; else None."
+    try:
+        names = [n for n, _ in stage_groups(learn.model)]
+    except Exception:
+        return None
     return names if len(names) == len(_opt(learn).param_lists) else None
+
+# %% ../nbs/api/08_freeze.ipynb #753e1966
+def _group_row(learn:Learner, gids:dict, i:int, ps:list, hypers:dict, name:str|None) -> dict:
+    "One row of `param_groups_report`."
+    n, t = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
+    state = 'frozen' if t == 0 else 'trainable' if t == n else 'partly'
+    return dict(group=i, name=name, modules=_group_modules(learn.model, gids, i), params=n, trainable=t,
+                state=state, lr=hypers.get('lr'), wd=hypers.get('wd'))
 
 def param_groups_report(learn:Learner, # any fastai learner (its optimizer is created if missing)
                        ) -> pd.DataFrame:
     "One row per parameter group: name, modules, parameters, how many train, state, learning rate and weight decay."
     opt, gids = _opt(learn), _group_ids(learn)
     names = _group_names(learn) or [None]*len(opt.param_lists)
-    rows = []
-    for i, (ps, h) in enumerate(zip(opt.param_lists, opt.hypers)):
-        n, t = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
-        rows.append(dict(group=i, name=names[i], modules=_group_modules(learn.model, gids, i), params=n, trainable=t,
-                         state='frozen' if t == 0 else 'trainable' if t == n else 'partly', lr=h.get('lr'), wd=h.get('wd')))
+    rows = [_group_row(learn, gids, i, ps, h, names[i]) for i, (ps, h) in enumerate(zip(opt.param_lists, opt.hypers))]
     return pd.DataFrame(rows).set_index('group')
 
-# %% ../nbs/api/08_freeze.ipynb #fff38f37
+# %% ../nbs/api/08_freeze.ipynb #ac003b8c
 def group_lrs(learn:Learner, # any fastai learner (its optimizer is created if missing)
              ) -> list:
     "The current learning rate of each parameter group, read back from the optimizer."
     return [float(h['lr']) for h in _opt(learn).hypers]
 
-# %% ../nbs/api/08_freeze.ipynb #e1a26bfa
+# %% ../nbs/api/08_freeze.ipynb #75bb5ffc
 def snapshot(model:nn.Module, # the model to copy
             ) -> dict:
     "A copy of every parameter and buffer (weights and BatchNorm statistics) of `model`."
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-# %% ../nbs/api/08_freeze.ipynb #e0670a36
+# %% ../nbs/api/08_freeze.ipynb #ba261afe
+def _module_states(prefix:str, mod:nn.Module, gids:dict) -> dict:
+    "{key: (kind, group)} for one module's own parameters and floating-point buffers."
+    own = list(mod.parameters(recurse=False))
+    owner = gids.get(id(own[0])) if own else None
+    out = {prefix + n: ('weights', gids.get(id(p))) for n, p in mod.named_parameters(recurse=False)}
+    out.update({prefix + n: ('bn_stats', owner) for n, b in mod.named_buffers(recurse=False) if b.is_floating_point()})
+    return out
+
 def _state_groups(learn:Learner) -> dict:
     "{state_dict key: (kind, group)}; kind is 'weights' or 'bn_stats', buffers follow their module's parameters."
     gids, out = _group_ids(learn), {}
     for mname, mod in learn.model.named_modules():
-        own = list(mod.parameters(recurse=False))
-        pre = f'{mname}.' if mname else ''
-        for n, p in mod.named_parameters(recurse=False): out[pre + n] = ('weights', gids.get(id(p)))
-        for n, b in mod.named_buffers(recurse=False):
-            if b.is_floating_point(): out[pre + n] = ('bn_stats', gids.get(id(own[0])) if own else None)
+        out.update(_module_states(f'{mname}.' if mname else '', mod, gids))
     return out
 
+# %% ../nbs/api/08_freeze.ipynb #354ec50e
 def changes_by_group(learn:Learner, # the learner after training
                      before:dict, # `snapshot(learn.model)` taken before
                     ) -> pd.DataFrame:
@@ -98,7 +121,7 @@ def changes_by_group(learn:Learner, # the learner after training
         r[f'{kind}_changed'] += int(not torch.equal(before[k], now[k]))
     return pd.DataFrame(sorted(rows.values(), key=lambda r: r['group'])).set_index('group')
 
-# %% ../nbs/api/08_freeze.ipynb #81b19efc
+# %% ../nbs/api/08_freeze.ipynb #dd995c72
 def gradual_schedule(n_groups:int, # parameter groups of the learner
                      epochs:int, # total epoch budget
                      n_phases:int|None=None, # phases; default one per group, at most one per epoch
@@ -106,12 +129,13 @@ def gradual_schedule(n_groups:int, # parameter groups of the learner
     "[(trainable groups, epochs), ...] per phase: one more group each phase, ending with all of them."
     top = min(n_groups, epochs)
     n_phases = top if n_phases is None else n_phases
-    if not 1 <= n_phases <= top: raise ValueError(f'n_phases must be between 1 and min(n_groups, epochs) = {top}, got {n_phases}')
+    if not 1 <= n_phases <= top:
+        raise ValueError(f'n_phases must be between 1 and min(n_groups, epochs) = {top}, got {n_phases}')
     trainable = [n_groups] if n_phases == 1 else [1 + round(k*(n_groups - 1)/(n_phases - 1)) for k in range(n_phases)]
     base, extra = divmod(epochs, n_phases)
     return [(t, base + (k >= n_phases - extra)) for k, t in enumerate(trainable)]
 
-# %% ../nbs/api/08_freeze.ipynb #59ef4f25
+# %% ../nbs/api/08_freeze.ipynb #6d56eb28
 HEAD_LR = 1e-2 # the head's rate while the body is frozen
 UNFROZEN_FACTOR = 0.03 # after unfreezing, the top group trains at this fraction of the head rate
 LR_MULT = 100 # ... and the stem at 1/LR_MULT of the top group
@@ -121,17 +145,28 @@ def recipe_lrs(lr:float|None=None, # the head's rate with the body frozen; defau
               ) -> tuple:
     "(head-only rate, slice of rates after unfreezing): by default 1e-2 and slice(3e-6, 3e-4)."
     lr = HEAD_LR if lr is None else float(lr)
-    if not lr > 0: raise ValueError(f'lr must be a positive learning rate, got {lr}')
+    if not lr > 0:
+        raise ValueError(f'lr must be a positive learning rate, got {lr}')
     top = lr*UNFROZEN_FACTOR
     return lr, slice(top/lr_mult, top)
 
-# %% ../nbs/api/08_freeze.ipynb #4fd911b2
+# %% ../nbs/api/08_freeze.ipynb #d5526e3d
 def _last_metrics(learn:Learner) -> dict:
-    "Validation loss and first metric of the last epoch, from the recorder."
+    "Validation loss and first metric of the last epoch, from the recorder (NaN where that epoch did not validate)."
     vals = list(getattr(learn.recorder, 'values', []) or [])
-    if not vals: return dict(valid_loss=float('nan'), metric=float('nan'))
-    last = [float(v) for v in vals[-1]]
-    return dict(valid_loss=last[1] if len(last) > 1 else float('nan'), metric=last[2] if len(last) > 2 else float('nan'))
+    last = [float(v) for v in vals[-1]] if vals else []
+    nan = float('nan')
+    return dict(valid_loss=last[1] if len(last) > 1 else nan, metric=last[2] if len(last) > 2 else nan)
+
+# %% ../nbs/api/08_freeze.ipynb #7309cd9b
+def _gradual_phase(learn:Learner, k:int, t:int, epochs:int, head, body) -> dict:
+    "Phase `k`: train the top `t` groups for `epochs` with one cycle; the row of `fit_gradual`."
+    learn.freeze_to(-t)
+    rates = head if t == 1 else body
+    learn.opt.set_hyper('lr', rates)
+    planned = group_lrs(learn)
+    learn.fit_one_cycle(epochs, rates)
+    return dict(phase=k, trainable_groups=t, epochs=epochs, lrs=planned, **_last_metrics(learn))
 
 def fit_gradual(learn:Learner, # a learner with stage-wise parameter groups
                 epochs:int, # total epoch budget, split over the phases
@@ -140,19 +175,7 @@ def fit_gradual(learn:Learner, # a learner with stage-wise parameter groups
                 n_phases:int|None=None, # phases; default one per group (at most one per epoch)
                ) -> pd.DataFrame:
     "ULMFiT-style gradual unfreezing: each phase trains one more group (from the head down) with one cycle."
-    n = len(_opt(learn).param_lists)
     head, body = recipe_lrs(lr, lr_mult)
-    rows = []
-    for k, (t, e) in enumerate(gradual_schedule(n, epochs, n_phases)):
-        learn.freeze_to(-t)
-        rates = head if t == 1 else body
-        learn.opt.set_hyper('lr', rates)
-        planned = group_lrs(learn)
-        learn.fit_one_cycle(e, rates)
-        rows.append(dict(phase=k, trainable_groups=t, epochs=e, lrs=planned, **_last_metrics(learn)))
+    schedule = gradual_schedule(len(_opt(learn).param_lists), epochs, n_phases)
+    rows = [_gradual_phase(learn, k, t, e, head, body) for k, (t, e) in enumerate(schedule)]
     return pd.DataFrame(rows).set_index('phase')
-
-# %% ../nbs/api/08_freeze.ipynb #e2c46b57
-def _bn_param_ids(model:nn.Module) -> set:
-    return {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
-

@@ -1,4 +1,4 @@
-"""Grad-CAM from two hooks, localisation scores against masks, explanation grids.
+"""Grad-CAM from two hooks, localisation scores against masks, explanation grids and files.
 
 Docs: https://finetune-course.github.io/finetune-course/api/gradcam.html.md"""
 
@@ -9,7 +9,9 @@ __all__ = ['Hook', 'hook_count', 'GradHook', 'class_activation_map', 'get_layer'
            'map_correlation', 'CamResult', 'gradcam_files', 'show_cam', 'gradcam_grid', 'mass_in_mask', 'pointing_game',
            'load_masks', 'explain_files']
 
-# %% ../nbs/api/14_gradcam.ipynb #5bc3b5fc
+# %% ../nbs/api/14_gradcam.ipynb #c2591d13
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +19,32 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
+from .datasets import load_mask
+from .inference import image_tensor
 
-# %% ../nbs/api/14_gradcam.ipynb #5aad657b
+# %% ../nbs/api/14_gradcam.ipynb #f8e3c294
 class Hook:
     "Keep the latest output of `module` in `.stored`; as a context manager it always removes itself."
-    def __init__(self, module:nn.Module, # the layer to watch
+    def __init__(self,
+                 module:nn.Module, # the layer to watch
                  detach:bool=True, # store a detached copy, so no autograd graph is kept alive
                 ):
         self.module, self.detach, self.stored = module, detach, None
         self.handle = module.register_forward_hook(self.hook_fn)
-    def hook_fn(self, module, inputs, output): self.stored = output.detach() if self.detach else output
+
+    def hook_fn(self, module, inputs, output):
+        "Store the module's output."
+        self.stored = output.detach() if self.detach else output
+
     def remove(self):
-        if self.handle is not None: self.handle.remove(); self.handle = None
+        "Unregister the hook (safe to call twice)."
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
     def __enter__(self): return self
     def __exit__(self, *exc): self.remove()
 
@@ -39,24 +53,34 @@ def hook_count(model:nn.Module) -> int:
     kinds = ('_forward_hooks', '_forward_pre_hooks', '_backward_hooks', '_backward_pre_hooks')
     return sum(len(getattr(m, k, {})) for m in model.modules() for k in kinds)
 
-# %% ../nbs/api/14_gradcam.ipynb #e1defa0c
+# %% ../nbs/api/14_gradcam.ipynb #8a3192b1
 class GradHook(Hook):
     "Keep the gradient with respect to `module`'s output in `.stored` (a full backward hook); removes itself on exit."
-    def __init__(self, module:nn.Module):
+    def __init__(self,
+                 module:nn.Module, # the layer to watch
+                ):
         self.module, self.stored = module, None
         self.handle = module.register_full_backward_hook(self.hook_fn)
-    def hook_fn(self, module, grad_input, grad_output): self.stored = grad_output[0].detach()
 
-# %% ../nbs/api/14_gradcam.ipynb #e7621986
+    def hook_fn(self, module, grad_input, grad_output):
+        "Store the gradient with respect to the module's output."
+        self.stored = grad_output[0].detach()
+
+# %% ../nbs/api/14_gradcam.ipynb #fc344802
 def _targets(target, out:torch.Tensor) -> torch.Tensor:
-    "Class indices, one per row of `out`: the predicted class when `target` is None, an int for all rows, or one per row."
-    if target is None: return out.argmax(1)
+    "Class indices, one per row of `out`: the predicted class (None), one int for all rows, or one per row."
+    if target is None:
+        return out.argmax(1)
     t = torch.as_tensor(target, device=out.device).as_subclass(torch.Tensor).long().flatten()
-    if t.numel() == 1: t = t.expand(out.shape[0])
-    if t.numel() != out.shape[0]: raise ValueError(f'got {t.numel()} targets for {out.shape[0]} inputs; pass one per input, one int, or None')
-    if (t < 0).any() or (t >= out.shape[1]).any(): raise ValueError(f'targets must be class indices in 0..{out.shape[1]-1}')
+    if t.numel() == 1:
+        t = t.expand(out.shape[0])
+    if t.numel() != out.shape[0]:
+        raise ValueError(f'got {t.numel()} targets for {out.shape[0]} inputs; pass one per input, one int, or None')
+    if (t < 0).any() or (t >= out.shape[1]).any():
+        raise ValueError(f'targets must be class indices in 0..{out.shape[1]-1}')
     return t
 
+# %% ../nbs/api/14_gradcam.ipynb #0883cbfe
 def class_activation_map(model:nn.Module, # a network ending in global average pooling and one linear layer
                          x:torch.Tensor, # input batch
                          layer:nn.Module, # the last feature layer (before pooling)
@@ -64,133 +88,198 @@ def class_activation_map(model:nn.Module, # a network ending in global average p
                          target=None, # class index(es); default the predicted class
                         ) -> torch.Tensor:
     "CAM (Zhou et al., 2016): the classifier weights of `target` applied to the feature maps; no ReLU, no upsampling."
-    with torch.no_grad(), Hook(layer) as h: out = model(torch.as_tensor(x).as_subclass(torch.Tensor))
+    with torch.no_grad(), Hook(layer) as h:
+        out = model(torch.as_tensor(x).as_subclass(torch.Tensor))
     t = _targets(target, out)
     return torch.einsum('nk,nkhw->nhw', fc.weight[t].float(), h.stored.float())
 
-# %% ../nbs/api/14_gradcam.ipynb #7cd9ae50
+# %% ../nbs/api/14_gradcam.ipynb #847b82de
+def _layer_by_name(model:nn.Module, name:str) -> nn.Module:
+    "The module called `name` (exactly, or as the unique dotted suffix)."
+    mods = dict(model.named_modules())
+    if name in mods:
+        return mods[name]
+    hits = [n for n in mods if n.endswith('.' + name)]
+    if len(hits) == 1:
+        return mods[hits[0]]
+    if hits:
+        raise ValueError(f'layer name {name!r} is ambiguous: {hits[:4]}; give the full dotted name')
+    convs = [n for n, m in mods.items() if isinstance(m, nn.Conv2d)]
+    raise ValueError(f'no layer named {name!r} in this model; its last convolutions are {convs[-3:]}')
+
 def get_layer(model:nn.Module, # the network
               layer, # a module of `model`, a dotted name ('0.model.conv_head') or a unique suffix ('conv_head')
              ) -> nn.Module:
     "The module of `model` that `layer` names."
     if isinstance(layer, nn.Module):
-        if any(m is layer for m in model.modules()): return layer
+        if any(m is layer for m in model.modules()):
+            return layer
         raise ValueError('layer is a module, but not one of this model; pass a module from model.named_modules()')
-    if not isinstance(layer, str): raise TypeError(f'layer must be a module or a name, got {type(layer).__name__}')
-    mods = dict(model.named_modules())
-    if layer in mods: return mods[layer]
-    hits = [n for n in mods if n.endswith('.' + layer)]
-    if len(hits) == 1: return mods[hits[0]]
-    if hits: raise ValueError(f'layer name {layer!r} is ambiguous: {hits[:4]}; give the full dotted name')
-    convs = [n for n, m in mods.items() if isinstance(m, nn.Conv2d)]
-    raise ValueError(f'no layer named {layer!r} in this model; its last convolutions are {convs[-3:]}')
+    if not isinstance(layer, str):
+        raise TypeError(f'layer must be a module or a name, got {type(layer).__name__}')
+    return _layer_by_name(model, layer)
 
-def layer_name(model:nn.Module, module:nn.Module) -> str:
+# %% ../nbs/api/14_gradcam.ipynb #7e0e2c77
+def layer_name(model:nn.Module, # the network
+               module:nn.Module, # one of its modules
+              ) -> str:
     "The dotted name of `module` inside `model`."
     return next(n for n, m in model.named_modules() if m is module)
 
 def default_layer(model:nn.Module) -> nn.Module:
-    "The layer Grad-CAM uses by default: timm's `conv_head` (EfficientNet), else `layer4` (ResNet), else the last Conv2d."
+    "The default Grad-CAM layer: timm's `conv_head` (EfficientNet), else `layer4` (ResNet), else the last Conv2d."
     names = [n for n, _ in model.named_modules()]
     for suffix in ('conv_head', 'layer4'):
         hits = [n for n in names if n == suffix or n.endswith('.' + suffix)]
-        if hits: return get_layer(model, hits[-1])
+        if hits:
+            return get_layer(model, hits[-1])
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs: raise ValueError('the model has no Conv2d layer; pass layer= explicitly')
+    if not convs:
+        raise ValueError('the model has no Conv2d layer; pass layer= explicitly')
     return convs[-1]
 
-# %% ../nbs/api/14_gradcam.ipynb #f1579c7f
-def _grad_cam(model, x, layer, target):
-    "Activations, their gradients and the model outputs for a Grad-CAM call."
-    store = {}
-    def keep(module, inputs, output):
-        act = output if output.requires_grad else output.detach().requires_grad_()
-        store['act'] = act
-        return act.clone() # in-place ops downstream change the clone, not the activation we differentiate against
-    x = torch.as_tensor(x).as_subclass(torch.Tensor) # fastai's TensorImage would leak into the outputs
-    param = next(model.parameters(), None)
-    device, dtype = (param.device, param.dtype) if param is not None else (x.device, torch.float32)
-    modes = [(m, m.training) for m in model.modules()] # restored one by one: callbacks may keep some layers in eval mode
-    handle = layer.register_forward_hook(keep)
-    try:
-        model.eval()
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            out = model(x.to(device, dtype if dtype.is_floating_point else torch.float32))
-            t = _targets(target, out)
-            grads, = torch.autograd.grad(out.gather(1, t[:, None]).sum(), store['act'])
-    finally:
-        handle.remove()
-        for m, mode in modes: m.training = mode
-    return store['act'].detach().float(), grads.float(), out.detach().float(), t
+# %% ../nbs/api/14_gradcam.ipynb #6ddd351b
+class _ActivationLeaf(Hook):
+    "Forward hook: `module`'s output becomes a leaf that requires grad (`.stored`); downstream layers get a clone."
+    def hook_fn(self, module, inputs, output):
+        self.stored = output if output.requires_grad else output.detach().requires_grad_()
+        return self.stored.clone()
 
+# %% ../nbs/api/14_gradcam.ipynb #08cdf095
+@contextmanager
+def _eval_mode(model:nn.Module):
+    "Evaluation mode inside the block; afterwards every module gets back its own mode."
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+# %% ../nbs/api/14_gradcam.ipynb #7e18537b
+def _model_input(model:nn.Module, x) -> torch.Tensor:
+    "`x` as a plain floating tensor on the device and in the dtype of the model's parameters."
+    x = torch.as_tensor(x).as_subclass(torch.Tensor)
+    param = next(model.parameters(), None)
+    if param is None:
+        return x.float()
+    return x.to(param.device, param.dtype if param.dtype.is_floating_point else torch.float32)
+
+def _grad_cam(model:nn.Module, x, layer:nn.Module, target) -> tuple:
+    "Activations of `layer`, their gradients with respect to the target scores, and the model's outputs (float32)."
+    x = _model_input(model, x)
+    with _eval_mode(model), _ActivationLeaf(layer) as leaf, torch.enable_grad():
+        with torch.autocast(x.device.type, enabled=False):
+            out = model(x)
+            t = _targets(target, out)
+            grads, = torch.autograd.grad(out.gather(1, t[:, None]).sum(), leaf.stored)
+    return leaf.stored.detach().float(), grads.float(), out.detach().float()
+
+# %% ../nbs/api/14_gradcam.ipynb #0ed7fffe
 def grad_cam(model:nn.Module, # the network (a fastai `learn.model`, a timm model...)
              x:torch.Tensor, # input batch, normalised as for training
              layer=None, # module, dotted name or unique suffix; default `default_layer(model)`
              target=None, # class index(es) to explain; default the predicted class
              relu:bool=True, # keep only the positive evidence, as in the paper
              upsample:bool=True, # resize bilinearly to the input size
-            ) -> torch.Tensor:
+             return_logits:bool=False, # also return the model's outputs (n, classes) from the same pass
+            ):
     "Grad-CAM maps (n, h, w) in float32 on the CPU; works with frozen weights, under `no_grad` and under autocast."
     layer = default_layer(model) if layer is None else get_layer(model, layer)
-    act, grads, _, _ = _grad_cam(model, x, layer, target)
+    act, grads, out = _grad_cam(model, x, layer, target)
     cam = (grads.mean((2, 3), keepdim=True) * act).sum(1)
-    if relu: cam = cam.relu()
-    if upsample: cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
-    return cam.cpu()
+    if relu:
+        cam = cam.relu()
+    if upsample:
+        cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
+    return (cam.cpu(), out.cpu()) if return_logits else cam.cpu()
 
-# %% ../nbs/api/14_gradcam.ipynb #43b9448f
-def map_correlation(a:torch.Tensor, b:torch.Tensor) -> float:
+# %% ../nbs/api/14_gradcam.ipynb #7c93a03d
+def map_correlation(a:torch.Tensor, # maps, any shape
+                    b:torch.Tensor, # maps of the same number of elements
+                   ) -> float:
     "Pearson correlation between two stacks of maps, flattened."
     a, b = a.detach().double().flatten(), b.detach().double().flatten()
     return torch.corrcoef(torch.stack([a, b]))[0, 1].item()
 
-# %% ../nbs/api/14_gradcam.ipynb #2ad472b4
-class CamResult:
-    "Grad-CAM maps of a list of files, with the images as the model saw them and its predictions."
-    def __init__(self, files, images, cams, probs, vocab, layer):
-        self.files, self.images, self.cams, self.probs, self.vocab, self.layer = files, images, cams, probs, vocab, layer
-    @property
-    def preds(self) -> list: return [self.vocab[i] for i in self.probs.argmax(1).tolist()]
-    @property
-    def confidences(self) -> list: return self.probs.max(1).values.tolist()
-    def __len__(self): return len(self.files)
-    def __repr__(self): return f'CamResult({len(self)} files, layer {self.layer!r}, maps {tuple(self.cams.shape[-2:])})'
+# %% ../nbs/api/14_gradcam.ipynb #11c9a7bf
+def _is_learner(o) -> bool: return hasattr(o, 'dls') and hasattr(o, 'model')
 
-def _is_learner(o): return hasattr(o, 'dls') and hasattr(o, 'model')
+def _learner_inputs(learn, files:list) -> tuple:
+    "(model, normalised batch, images (n, h, w, 3) in [0, 1], vocab) through the learner's `test_dl`."
+    dl = learn.dls.test_dl(files, num_workers=0)
+    x = torch.cat([b[0] for b in dl]).cpu()
+    images = torch.cat([dl.decode((b[0],))[0].as_subclass(torch.Tensor).cpu() for b in dl]).float()
+    if images.max() > 1:
+        images = images / 255 # decoded back to bytes
+    return learn.model, x, images.clamp(0, 1).permute(0, 2, 3, 1).numpy(), [str(v) for v in learn.dls.vocab]
 
-def _inputs(learn_or_model, files, meta):
-    "(model, normalised batch, images in [0, 1] as (n, h, w, 3) arrays, vocab)."
-    if _is_learner(learn_or_model):
-        learn = learn_or_model
-        dl = learn.dls.test_dl(files, num_workers=0)
-        x = torch.cat([b[0] for b in dl]).cpu()
-        images = torch.cat([dl.decode((b[0],))[0].as_subclass(torch.Tensor).cpu() for b in dl]).float()
-        if images.max() > 1: images = images / 255 # decoded back to bytes
-        return learn.model, x, images.clamp(0, 1).permute(0, 2, 3, 1).numpy(), [str(v) for v in learn.dls.vocab]
-    if meta is None: raise ValueError('pass meta= (the dict models.load_model returns) together with a model, or pass a Learner')
-    from finetune_course.inference import image_tensor
+def _model_inputs(model:nn.Module, files:list, meta:dict) -> tuple:
+    "(model, normalised batch, images (n, h, w, 3) in [0, 1], vocab) through `inference.image_tensor`."
     x = torch.stack([image_tensor(f, meta) for f in files])
     mean, std = (torch.tensor(meta[k], dtype=torch.float32)[None, :, None, None] for k in ('mean', 'std'))
-    return learn_or_model, x, (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy(), [str(c) for c in meta['classes']]
+    return model, x, (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy(), [str(c) for c in meta['classes']]
 
-def gradcam_files(learn_or_model, # a fastai Learner, or a model rebuilt by `models.load_model`
+def _inputs(learn_or_model, files:list, meta:dict|None) -> tuple:
+    "Model, batch, images and vocab for a learner or for a plain model with its meta."
+    if _is_learner(learn_or_model):
+        return _learner_inputs(learn_or_model, files)
+    if meta is None:
+        raise ValueError('pass meta= (the dict inference.load_model returns) together with a model, or pass a Learner')
+    return _model_inputs(learn_or_model, files, meta)
+
+# %% ../nbs/api/14_gradcam.ipynb #79340804
+@dataclass(eq=False)
+class CamResult:
+    "Grad-CAM maps of a list of files, with the images as the model saw them and its predictions."
+    files:list # the image files
+    images:np.ndarray # (n, h, w, 3) the model's inputs, de-normalised to [0, 1]
+    cams:torch.Tensor # (n, h, w) Grad-CAM maps at the input size
+    probs:torch.Tensor # (n, c) predicted probabilities
+    vocab:list # class names
+    layer:str # dotted name of the explained layer
+
+    @property
+    def preds(self) -> list:
+        "Predicted class names."
+        return [self.vocab[i] for i in self.probs.argmax(1).tolist()]
+
+    @property
+    def confidences(self) -> list:
+        "Probability of each predicted class."
+        return self.probs.max(1).values.tolist()
+
+    def __len__(self): return len(self.files)
+
+    def __repr__(self):
+        return f'CamResult({len(self)} files, layer {self.layer!r}, maps {tuple(self.cams.shape[-2:])})'
+
+# %% ../nbs/api/14_gradcam.ipynb #be59d230
+def _as_files(files) -> list:
+    "Paths of `files` (also `make_dls` items (file, label)); a one-line error if none is given or one is missing."
+    files = [Path(getattr(f, 'file', f)) for f in files]
+    if not files:
+        raise ValueError('no files given')
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        more = f' (and {len(missing)-1} more)' if len(missing) > 1 else ''
+        raise FileNotFoundError(f'image not found: {missing[0]}{more}')
+    return files
+
+def gradcam_files(learn_or_model, # a fastai Learner, or a model rebuilt by `inference.load_model`
                   files:list, # image files
-                  meta:dict|None=None, # `models.load_model`'s meta, needed with a plain model
+                  meta:dict|None=None, # `inference.load_model`'s meta, needed with a plain model
                   layer=None, # module, dotted name or suffix; default `default_layer`
                   target=None, # class index(es); default the predicted class
                  ) -> CamResult:
     "Grad-CAM maps, images and predictions for image files, preprocessed as for validation."
-    files = [Path(getattr(f, 'file', f)) for f in files] # also accepts `make_dls` items (file, label)
-    if not files: raise ValueError('no files given')
-    missing = [f for f in files if not f.is_file()]
-    if missing: raise FileNotFoundError(f'image not found: {missing[0]}' + (f' (and {len(missing)-1} more)' if len(missing) > 1 else ''))
-    model, x, images, vocab = _inputs(learn_or_model, files, meta)
+    model, x, images, vocab = _inputs(learn_or_model, _as_files(files), meta)
     layer = default_layer(model) if layer is None else get_layer(model, layer)
-    act, grads, out, _ = _grad_cam(model, x, layer, target)
-    cams = F.interpolate((grads.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True).relu(), size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
-    return CamResult(files, images, cams.cpu(), out.softmax(1).cpu(), vocab, layer_name(model, layer))
+    cams, logits = grad_cam(model, x, layer, target, return_logits=True)
+    return CamResult(_as_files(files), images, cams, logits.softmax(1), vocab, layer_name(model, layer))
 
-# %% ../nbs/api/14_gradcam.ipynb #de3490b0
+# %% ../nbs/api/14_gradcam.ipynb #ac9519cf
 def show_cam(image:np.ndarray, # (h, w, 3) image in [0, 1]
              cam:torch.Tensor, # (h, w) map, any non-negative scale
              ax=None, # matplotlib axes; default a new figure
@@ -199,90 +288,119 @@ def show_cam(image:np.ndarray, # (h, w, 3) image in [0, 1]
              **title_kw, # passed to `ax.set_title` (color, fontsize)
             ):
     "Draw `image` with the Grad-CAM map over it."
-    if ax is None: _, ax = plt.subplots(figsize=(3, 3))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
     cam = torch.as_tensor(cam).float()
     ax.imshow(image)
     ax.imshow((cam / cam.max().clamp_min(1e-12)).numpy(), cmap='jet', alpha=alpha, vmin=0, vmax=1,
               extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
-    if title is not None: ax.set_title(title, **title_kw)
+    if title is not None:
+        ax.set_title(title, **title_kw)
     ax.axis('off')
     return ax
 
-def _actual(files, actual, vocab):
-    if actual is None: return [None] * len(files)
-    if isinstance(actual, str) and actual == 'folder': return [f.parent.name if f.parent.name in vocab else None for f in files]
-    if len(actual) != len(files): raise ValueError(f'actual has {len(actual)} labels for {len(files)} files')
+# %% ../nbs/api/14_gradcam.ipynb #28c43591
+def _actual(files:list, actual, vocab:list) -> list:
+    "The actual class of each file: from its folder ('folder'), from a list, or None."
+    if actual is None:
+        return [None] * len(files)
+    if isinstance(actual, str) and actual == 'folder':
+        return [f.parent.name if f.parent.name in vocab else None for f in files]
+    if len(actual) != len(files):
+        raise ValueError(f'actual has {len(actual)} labels for {len(files)} files')
     return [None if a is None else str(a) for a in actual]
 
-def gradcam_grid(learn_or_model, # a fastai Learner, or a model rebuilt by `models.load_model`
+def _grid_title(pred:str, conf:float, actual:str|None) -> tuple:
+    "Title and colour of one overlay in a grid."
+    if actual is None:
+        return f'pred {pred} ({conf:.2f})', 'black'
+    return f'pred {pred} ({conf:.2f})\nactual {actual}', 'green' if actual == pred else 'red'
+
+# %% ../nbs/api/14_gradcam.ipynb #6fc033ab
+def gradcam_grid(learn_or_model, # a fastai Learner, or a model rebuilt by `inference.load_model`
                  files:list, # image files
-                 meta:dict|None=None, # `models.load_model`'s meta, needed with a plain model
+                 meta:dict|None=None, # `inference.load_model`'s meta, needed with a plain model
                  layer=None, # module, dotted name or suffix; default `default_layer`
                  actual='folder', # actual classes: 'folder' (parent folder name), a list, or None
                  ncols:int=4, # grid columns
                  alpha:float=0.5, # opacity of the maps
                 ) -> plt.Figure:
-    "A grid of Grad-CAM overlays titled with prediction, confidence and (if known) the actual class: green right, red wrong."
+    "Grad-CAM overlays titled with prediction, confidence and (if known) the actual class: green right, red wrong."
     r = gradcam_files(learn_or_model, files, meta, layer)
     truth = _actual(r.files, actual, r.vocab)
     nrows = -(-len(r) // ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 3.1 * nrows + 0.3), squeeze=False, layout='constrained')
     for ax, img, cam, p, c, a in zip(axs.flat, r.images, r.cams, r.preds, r.confidences, truth):
-        title = f'pred {p} ({c:.2f})' + ('' if a is None else f'\nactual {a}')
-        show_cam(img, cam, ax, alpha, title, fontsize=9, color='black' if a is None else ('green' if a == p else 'red'))
-    for ax in axs.flat[len(r):]: ax.axis('off')
+        title, colour = _grid_title(p, c, a)
+        show_cam(img, cam, ax, alpha, title, fontsize=9, color=colour)
+    for ax in axs.flat[len(r):]:
+        ax.axis('off')
     fig.suptitle(f'Grad-CAM on {r.layer}', fontsize=10)
     return fig
 
-# %% ../nbs/api/14_gradcam.ipynb #9aece859
+# %% ../nbs/api/14_gradcam.ipynb #da9b2bb3
 def mass_in_mask(cams:torch.Tensor, # (n, h, w) non-negative maps
                  masks:torch.Tensor, # (n, h, w) or (h, w) boolean object masks, same size as the maps
                 ) -> torch.Tensor:
     "Share of each map's mass inside its mask (nan for an all-zero map)."
-    cams, masks = torch.as_tensor(cams).float(), torch.as_tensor(masks).bool().expand(cams.shape)
-    return (cams * masks).sum((1, 2)) / cams.sum((1, 2)).where(cams.sum((1, 2)) > 0, torch.tensor(float('nan')))
+    cams = torch.as_tensor(cams).float()
+    masks = torch.as_tensor(masks).bool().expand(cams.shape)
+    total = cams.sum((1, 2))
+    return (cams * masks).sum((1, 2)) / total.where(total > 0, torch.tensor(float('nan')))
 
 def pointing_game(cams:torch.Tensor, # (n, h, w) maps
                   masks:torch.Tensor, # (n, h, w) or (h, w) boolean masks, same size as the maps
                  ) -> torch.Tensor:
     "True where the map's maximum lies inside the mask."
-    cams, masks = torch.as_tensor(cams).float(), torch.as_tensor(masks).bool().expand(cams.shape)
+    cams = torch.as_tensor(cams).float()
+    masks = torch.as_tensor(masks).bool().expand(cams.shape)
     return masks.flatten(1).gather(1, cams.flatten(1).argmax(1, keepdim=True))[:, 0]
 
+# %% ../nbs/api/14_gradcam.ipynb #bf42dadb
 def load_masks(files:list, # images of a `make_shapes` dataset
                size:int|None=None, # resize (nearest) to size x size, e.g. the model's input size
               ) -> torch.Tensor:
     "The object masks of shapes images as a boolean (n, h, w) tensor."
-    from finetune_course.datasets import load_mask
     ms = [load_mask(f) for f in files]
-    if size is not None: ms = [np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST)) for m in ms]
+    if size is not None:
+        ms = [np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST)) for m in ms]
     return torch.from_numpy(np.stack(ms)).bool()
 
-# %% ../nbs/api/14_gradcam.ipynb #e16040a7
-def _save_overlay(path, image, cam, title):
-    from matplotlib.figure import Figure
+# %% ../nbs/api/14_gradcam.ipynb #b6780c17
+def _save_overlay(path:Path, image:np.ndarray, cam:torch.Tensor, title:str):
+    "Write the input and its overlay side by side to `path`."
     fig = Figure(figsize=(5, 2.7), layout='constrained')
     axs = fig.subplots(1, 2)
-    axs[0].imshow(image); axs[0].axis('off'); axs[0].set_title('input', fontsize=9)
+    axs[0].imshow(image)
+    axs[0].axis('off')
+    axs[0].set_title('input', fontsize=9)
     show_cam(image, cam, axs[1], title=title, fontsize=9)
     fig.savefig(path, dpi=80, bbox_inches='tight')
 
-def explain_files(model, # a model from `models.load_model` (or a fastai Learner)
-                  meta:dict|None, # the meta dict from `models.load_model` (None with a Learner)
+def _overlay_name(stem:str, used:set) -> str:
+    "`<stem>_gradcam.png`, numbered if a file of that name was already written; records it in `used`."
+    name, k = f'{stem}_gradcam.png', 1
+    while name in used:
+        name, k = f'{stem}_{k}_gradcam.png', k + 1
+    used.add(name)
+    return name
+
+# %% ../nbs/api/14_gradcam.ipynb #2b62fde0
+def explain_files(model, # a model from `inference.load_model` (or a fastai Learner)
+                  meta:dict|None, # the meta dict from `inference.load_model` (None with a Learner)
                   files:list, # image files
                   out_dir, # folder for the overlay PNGs (created)
                   layer=None, # module, dotted name or suffix; default `default_layer`
                   bs:int=32, # images per Grad-CAM batch
                  ) -> pd.DataFrame:
     "Write `<stem>_gradcam.png` (input and overlay) for each file; columns file, pred, prob, overlay."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     files, rows, used = [Path(f) for f in files], [], set()
     for i in range(0, len(files), bs):
         r = gradcam_files(model, files[i:i+bs], meta, layer)
         for f, img, cam, p, c in zip(r.files, r.images, r.cams, r.preds, r.confidences):
-            name, k = f'{f.stem}_gradcam.png', 1
-            while name in used: name, k = f'{f.stem}_{k}_gradcam.png', k + 1
-            used.add(name)
-            _save_overlay(out/name, img, cam, f'pred {p} ({c:.2f}), Grad-CAM {r.layer}')
-            rows.append(dict(file=str(f), pred=p, prob=c, overlay=str(out/name)))
+            path = out/_overlay_name(f.stem, used)
+            _save_overlay(path, img, cam, f'pred {p} ({c:.2f}), Grad-CAM {r.layer}')
+            rows.append(dict(file=str(f), pred=p, prob=c, overlay=str(path)))
     return pd.DataFrame(rows, columns=['file', 'pred', 'prob', 'overlay'])

@@ -7,32 +7,53 @@ Docs: https://finetune-course.github.io/finetune-course/api/images.html.md"""
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'MIN_SIDE', 'to_rgb', 'load_rgb', 'check_image']
 
-# %% ../nbs/api/01_images.ipynb #ff42c0d8
+# %% ../nbs/api/01_images.ipynb #c003
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# %% ../nbs/api/01_images.ipynb #5e1f5161
+# %% ../nbs/api/01_images.ipynb #c006
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
-# %% ../nbs/api/01_images.ipynb #afa4cc1b
+# %% ../nbs/api/01_images.ipynb #c009
+def _wide_to_rgb(im:Image.Image, # an image in mode I;16*, I or F
+                ) -> Image.Image:
+    "A 16-bit, 32-bit integer or float image as 8-bit RGB, scaled rather than clipped."
+    a = np.asarray(im).astype(np.float64)
+    if im.mode.startswith('I;16') or (im.mode == 'I' and a.max() > 255):
+        a = a/257
+    elif im.mode == 'F' and a.max() <= 1:
+        a = a*255
+    return Image.fromarray(np.rint(a).clip(0, 255).astype(np.uint8)).convert('RGB')
+
+# %% ../nbs/api/01_images.ipynb #c011
+_ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
+
+def _composite(im:Image.Image, # an image with an alpha channel
+               background:tuple, # RGB colour under transparent pixels
+              ) -> Image.Image:
+    "`im` laid over a plain `background`, as RGB."
+    rgba = im.convert('RGBA')
+    base = Image.new('RGBA', rgba.size, tuple(background) + (255,))
+    return Image.alpha_composite(base, rgba).convert('RGB')
+
+# %% ../nbs/api/01_images.ipynb #c013
 def to_rgb(im:Image.Image, # an image in any Pillow mode
            background:tuple=(255, 255, 255), # colour under transparent pixels
           ) -> Image.Image:
     "`im` as 8-bit RGB: 16-bit scaled (not clipped), transparency composited on `background`."
-    if im.mode == 'RGB': return im
+    if im.mode == 'RGB':
+        return im
     if im.mode.startswith('I;16') or im.mode in ('I', 'F'):
-        a = np.asarray(im).astype(np.float64)
-        if im.mode.startswith('I;16') or (im.mode == 'I' and a.max() > 255): a = a/257
-        elif im.mode == 'F' and a.max() <= 1: a = a*255
-        return Image.fromarray(np.rint(a).clip(0, 255).astype(np.uint8)).convert('RGB')
-    if im.mode == 'P' and 'transparency' in im.info: im = im.convert('RGBA')
-    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
-        rgba = im.convert('RGBA')
-        return Image.alpha_composite(Image.new('RGBA', rgba.size, tuple(background) + (255,)), rgba).convert('RGB')
+        return _wide_to_rgb(im)
+    if im.mode == 'P' and 'transparency' in im.info:
+        im = im.convert('RGBA')
+    if im.mode in _ALPHA_MODES:
+        return _composite(im, background)
     return im.convert('RGB')
 
+# %% ../nbs/api/01_images.ipynb #c017
 def load_rgb(fn, # path or file-like object of an image
              background:tuple=(255, 255, 255), # colour under transparent pixels
             ) -> Image.Image:
@@ -41,24 +62,42 @@ def load_rgb(fn, # path or file-like object of an image
         im.load()
         return to_rgb(ImageOps.exif_transpose(im), background)
 
-# %% ../nbs/api/01_images.ipynb #adcf9526
+# %% ../nbs/api/01_images.ipynb #c021
 MIN_SIDE = 8
 
+def _decode(fn:Path, # an image file
+            min_side:int, # smallest accepted width and height in pixels
+           ) -> str|None:
+    "Verify and fully decode `fn`; a reason if it is too small, else None (damaged files raise)."
+    with Image.open(fn) as im:
+        im.verify()
+    with Image.open(fn) as im:
+        w, h = im.size
+        if min(w, h) < min_side:
+            return f'too small: {w}x{h} px (the minimum side is {min_side} px)'
+        if im.format == 'JPEG':
+            im.draft(im.mode, (max(min_side, w//8), max(min_side, h//8)))
+        im.load()
+        to_rgb(im)
+    return None
+
+def _first_line(e:Exception) -> str:
+    "The first line of an exception's message (at most 80 characters), or its type's name."
+    return (str(e).splitlines() or [''])[0][:80] or type(e).__name__
+
+# %% ../nbs/api/01_images.ipynb #c023
 def check_image(fn, # the file to check
                 min_side:int=MIN_SIDE, # smallest accepted width and height in pixels
                ) -> str|None:
     "None if `fn` is an image that training can use, else a short reason why not."
     fn = Path(fn)
-    if fn.suffix.lower() not in IMAGE_EXTS: return f'not an image file ({fn.suffix or "no extension"})'
+    if fn.suffix.lower() not in IMAGE_EXTS:
+        return f'not an image file ({fn.suffix or "no extension"})'
     try:
-        with Image.open(fn) as im: im.verify()
-        with Image.open(fn) as im:
-            w, h = im.size
-            if min(w, h) < min_side: return f'too small: {w}x{h} px (the minimum side is {min_side} px)'
-            if im.format == 'JPEG': im.draft(im.mode, (max(min_side, w//8), max(min_side, h//8)))
-            im.load()
-            to_rgb(im)
-    except UnidentifiedImageError: return 'not a readable image (unknown format or damaged header)'
-    except Image.DecompressionBombError: return 'too many pixels to decode safely'
-    except Exception as e: return f'corrupt or truncated ({str(e).splitlines()[0][:80] or type(e).__name__})'
-    return None
+        return _decode(fn, min_side)
+    except UnidentifiedImageError:
+        return 'not a readable image (unknown format or damaged header)'
+    except Image.DecompressionBombError:
+        return 'too many pixels to decode safely'
+    except Exception as e:
+        return f'corrupt or truncated ({_first_line(e)})'

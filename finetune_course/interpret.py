@@ -8,7 +8,7 @@ Docs: https://finetune-course.github.io/finetune-course/api/interpret.html.md"""
 __all__ = ['Interpretation', 'per_class_table', 'calibration_bins', 'expected_calibration_error', 'reliability_figure',
            'logits_of', 'nll', 'fit_temperature', 'calibration_table', 'ece_standard_error', 'calibrate']
 
-# %% ../nbs/api/13_interpret.ipynb #f59c2ff9
+# %% ../nbs/api/13_interpret.ipynb #e02fd546
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +17,37 @@ import torch
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
+from PIL import Image
 
-# %% ../nbs/api/13_interpret.ipynb #4da21dea
-def _as_tensor(x, dtype=None):
+# %% ../nbs/api/13_interpret.ipynb #75dbff02
+def _as_tensor(x, dtype=None) -> torch.Tensor:
+    "`x` as a detached CPU tensor, converted to `dtype` if given."
     t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     t = t.detach().cpu()
     return t.to(dtype) if dtype is not None else t
 
+# %% ../nbs/api/13_interpret.ipynb #aafa21b9
+def _check_predictions(probs:torch.Tensor, targets:torch.Tensor):
+    "Raise a one-line `ValueError` unless `probs` are (n, c) probabilities and `targets` (n,) class indices."
+    if probs.ndim != 2:
+        raise ValueError(f'probs must be a 2-D (items, classes) array, got shape {tuple(probs.shape)}')
+    n, c = probs.shape
+    if targets.shape != (n,):
+        raise ValueError(f'targets must have shape ({n},) to match probs, got {tuple(targets.shape)}')
+    if not n:
+        return
+    sums = probs.sum(1)
+    if not torch.allclose(sums, torch.ones_like(sums), atol=1e-3) or (probs < 0).any():
+        raise ValueError(f'probs rows must be probabilities summing to 1 (row sums range {sums.min():.3g}..'
+                         f'{sums.max():.3g}); for raw model outputs use Interpretation.from_logits')
+    if targets.min() < 0 or targets.max() >= c:
+        raise ValueError(f'targets must be class indices in 0..{c-1}')
+
+def _default_losses(probs:torch.Tensor, targets:torch.Tensor) -> torch.Tensor:
+    "Per-item cross-entropy computed from probabilities."
+    return -probs.gather(1, targets[:, None])[:, 0].clamp_min(1e-12).log()
+
+# %% ../nbs/api/13_interpret.ipynb #50b433dd
 class Interpretation:
     "Cached predictions of a single-label classifier, and the views computed from them."
     def __init__(self,
@@ -34,75 +58,104 @@ class Interpretation:
                  losses=None, # (n,) per-item losses; default cross-entropy from `probs`
                  logits=None, # (n, c) raw outputs, if known (needed by temperature scaling)
                 ):
-        self.probs, self.targets = _as_tensor(probs, torch.float32), _as_tensor(targets, torch.long)
-        if self.probs.ndim != 2: raise ValueError(f'probs must be a 2-D (items, classes) array, got shape {tuple(self.probs.shape)}')
+        self.probs = _as_tensor(probs, torch.float32)
+        self.targets = _as_tensor(targets, torch.long)
+        _check_predictions(self.probs, self.targets)
         n, c = self.probs.shape
-        if self.targets.shape != (n,): raise ValueError(f'targets must have shape ({n},) to match probs, got {tuple(self.targets.shape)}')
-        sums = self.probs.sum(1)
-        if n and (not torch.allclose(sums, torch.ones_like(sums), atol=1e-3) or (self.probs < 0).any()):
-            raise ValueError(f'probs rows must be probabilities summing to 1 (row sums range {sums.min():.3g}..{sums.max():.3g}); for raw model outputs use Interpretation.from_logits')
-        if n and (self.targets.min() < 0 or self.targets.max() >= c): raise ValueError(f'targets must be class indices in 0..{c-1}')
         self.vocab = [str(i) for i in range(c)] if vocab is None else list(vocab)
-        if len(self.vocab) != c: raise ValueError(f'vocab has {len(self.vocab)} names but probs has {c} classes')
+        if len(self.vocab) != c:
+            raise ValueError(f'vocab has {len(self.vocab)} names but probs has {c} classes')
         self.items = list(range(n)) if items is None else list(items)
-        if len(self.items) != n: raise ValueError(f'items has {len(self.items)} entries but there are {n} predictions')
+        if len(self.items) != n:
+            raise ValueError(f'items has {len(self.items)} entries but there are {n} predictions')
         self.logits = None if logits is None else _as_tensor(logits, torch.float32)
-        if losses is None: losses = -self.probs.gather(1, self.targets[:, None])[:, 0].clamp_min(1e-12).log()
+        losses = _default_losses(self.probs, self.targets) if losses is None else losses
         self.losses = _as_tensor(losses, torch.float32)
 
-    @classmethod
-    def from_logits(cls, logits, targets, **kwargs):
-        "Build from raw model outputs: probabilities are their softmax."
-        logits = _as_tensor(logits, torch.float32)
-        return cls(F.softmax(logits, dim=1), targets, logits=logits, **kwargs)
-
-    @classmethod
-    def from_learner(cls, learn, # a trained fastai `Learner` for single-label classification
-                     dl=None, # the `DataLoader` to interpret; default the validation set
-                    ):
-        "One inference pass of `learn` over `dl`, cached."
-        dl = learn.dls.valid if dl is None else dl
-        logits, targets, losses = learn.get_preds(dl=dl, with_loss=True, act=lambda o: o)
-        items = getattr(dl, 'items', None)
-        items = None if items is None else [getattr(o, 'file', o) for o in items] # `make_dls` items are (file, label) pairs
-        return cls.from_logits(logits, targets, vocab=[str(v) for v in learn.dls.vocab], items=items, losses=losses)
+    @property
+    def preds(self) -> torch.Tensor:
+        "Predicted class indices."
+        return self.probs.argmax(1)
 
     @property
-    def preds(self): return self.probs.argmax(1)
-    @property
-    def accuracy(self) -> float: return (self.preds == self.targets).float().mean().item()
+    def accuracy(self) -> float:
+        "Share of items whose predicted class is the actual one."
+        return (self.preds == self.targets).float().mean().item()
+
     def __len__(self): return len(self.targets)
-    def __repr__(self): return f'Interpretation({len(self)} predictions, {len(self.vocab)} classes, accuracy {self.accuracy:.3f})'
-    def _repr_markdown_(self): return f'**Interpretation**: {len(self)} predictions over {len(self.vocab)} classes, accuracy {self.accuracy:.3f}'
 
-# %% ../nbs/api/13_interpret.ipynb #d7708f9e
+    def __repr__(self):
+        return f'Interpretation({len(self)} predictions, {len(self.vocab)} classes, accuracy {self.accuracy:.3f})'
+
+    def _repr_markdown_(self):
+        n, c, acc = len(self), len(self.vocab), self.accuracy
+        return f'**Interpretation**: {n} predictions over {c} classes, accuracy {acc:.3f}'
+
+# %% ../nbs/api/13_interpret.ipynb #4e55c177
+@patch(cls_method=True)
+def from_logits(cls:Interpretation,
+                logits, # (n, c) raw model outputs
+                targets, # (n,) actual class indices
+                **kwargs, # vocab, items, losses
+               ) -> Interpretation:
+    "Build from raw model outputs: probabilities are their softmax."
+    logits = _as_tensor(logits, torch.float32)
+    return cls(F.softmax(logits, dim=1), targets, logits=logits, **kwargs)
+
+# %% ../nbs/api/13_interpret.ipynb #0b3d5a2c
+@patch(cls_method=True)
+def from_learner(cls:Interpretation,
+                 learn, # a trained fastai `Learner` for single-label classification
+                 dl=None, # the `DataLoader` to interpret; default the validation set
+                ) -> Interpretation:
+    "One inference pass of `learn` over `dl`, cached."
+    dl = learn.dls.valid if dl is None else dl
+    logits, targets, losses = learn.get_preds(dl=dl, with_loss=True, act=lambda o: o)
+    items = getattr(dl, 'items', None)
+    items = None if items is None else [getattr(o, 'file', o) for o in items] # `make_dls` items are (file, label)
+    return cls.from_logits(logits, targets, vocab=[str(v) for v in learn.dls.vocab], items=items, losses=losses)
+
+# %% ../nbs/api/13_interpret.ipynb #ad017d15
+def _confusion_counts(targets:torch.Tensor, preds:torch.Tensor, c:int) -> np.ndarray:
+    "(c, c) float array of counts: rows actual, columns predicted."
+    return torch.bincount(targets * c + preds.long(), minlength=c*c).reshape(c, c).double().numpy()
+
+def _normalise(cm:np.ndarray, normalize:str|None) -> np.ndarray:
+    "Counts as ints (None), or divided by row sums ('true'), column sums ('pred') or the total ('all')."
+    if normalize not in (None, 'true', 'pred', 'all'):
+        raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+    if normalize is None:
+        return cm.astype(int)
+    axis = dict(true=1, pred=0, all=None)[normalize]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.nan_to_num(cm / cm.sum(axis, keepdims=axis is not None))
+
+# %% ../nbs/api/13_interpret.ipynb #9f92d92d
 @patch
 def confusion_matrix(self:Interpretation,
                      normalize:str|None=None, # None (counts), 'true' (rows sum to 1), 'pred' (columns) or 'all'
                     ) -> pd.DataFrame:
     "Confusion matrix as a DataFrame: rows actual, columns predicted."
-    c = len(self.vocab)
-    cm = torch.bincount(self.targets * c + self.preds, minlength=c*c).reshape(c, c).double().numpy()
-    if normalize not in (None, 'true', 'pred', 'all'): raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
-    with np.errstate(invalid='ignore', divide='ignore'):
-        if normalize == 'true': cm = cm / cm.sum(1, keepdims=True)
-        elif normalize == 'pred': cm = cm / cm.sum(0, keepdims=True)
-        elif normalize == 'all': cm = cm / cm.sum()
-    cm = np.nan_to_num(cm) if normalize else cm.astype(int)
-    return pd.DataFrame(cm, index=pd.Index(self.vocab, name='actual'), columns=pd.Index(self.vocab, name='predicted'))
+    cm = _normalise(_confusion_counts(self.targets, self.preds, len(self.vocab)), normalize)
+    names = dict(index=pd.Index(self.vocab, name='actual'), columns=pd.Index(self.vocab, name='predicted'))
+    return pd.DataFrame(cm, **names)
 
-# %% ../nbs/api/13_interpret.ipynb #648fd35f
-def _matrix_ax(ax, df, title, fmt):
+# %% ../nbs/api/13_interpret.ipynb #344a6822
+def _annotate(ax, values:np.ndarray, fmt:str):
+    "Write each cell's value, white on dark cells."
+    hi = values.max() / 2
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, format(v, fmt), ha='center', va='center', fontsize=7, color='white' if v > hi else 'black')
+
+def _matrix_ax(ax, df:pd.DataFrame, title:str, fmt:str):
+    "Draw one confusion matrix on `ax`."
     ax.imshow(df.values, cmap='Blues', vmin=0)
     n = len(df)
     ax.set(xticks=range(n), yticks=range(n), xlabel='predicted', ylabel='actual', title=title)
-    ax.set_xticklabels(df.columns, rotation=90); ax.set_yticklabels(df.index)
+    ax.set_xticklabels(df.columns, rotation=90)
+    ax.set_yticklabels(df.index)
     if n <= 20:
-        hi = df.values.max() / 2
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, format(df.values[i, j], fmt), ha='center', va='center', fontsize=7,
-                        color='white' if df.values[i, j] > hi else 'black')
+        _annotate(ax, df.values, fmt)
 
 @patch
 def plot_confusion_matrix(self:Interpretation,
@@ -115,18 +168,18 @@ def plot_confusion_matrix(self:Interpretation,
     _matrix_ax(axs[1], self.confusion_matrix('true'), 'normalised by row (recall)', '.2f')
     return fig
 
-# %% ../nbs/api/13_interpret.ipynb #d386ec25
+# %% ../nbs/api/13_interpret.ipynb #ba7e5432
 @patch
 def most_confused(self:Interpretation,
                   min_val:int=1, # smallest count to list
                  ) -> pd.DataFrame:
     "Off-diagonal (actual, predicted) pairs with their counts, most frequent first."
     cm = self.confusion_matrix()
-    rows = [(a, p, int(cm.loc[a, p])) for a in cm.index for p in cm.columns if a != p and cm.loc[a, p] >= min_val]
-    df = pd.DataFrame(rows, columns=['actual', 'predicted', 'count'])
-    return df.sort_values('count', ascending=False, kind='stable').reset_index(drop=True)
+    pairs = cm.stack().rename('count').reset_index()
+    pairs = pairs[(pairs.actual != pairs.predicted) & (pairs['count'] >= min_val)]
+    return pairs.sort_values('count', ascending=False, kind='stable').reset_index(drop=True)
 
-# %% ../nbs/api/13_interpret.ipynb #612c8ae1
+# %% ../nbs/api/13_interpret.ipynb #510a82b1
 @patch
 def top_losses(self:Interpretation,
                k:int=9, # number of items
@@ -136,20 +189,37 @@ def top_losses(self:Interpretation,
     losses, idx = self.losses.topk(min(k, len(self)), largest=largest)
     preds, targs = self.preds[idx], self.targets[idx]
     return pd.DataFrame(dict(item=[self.items[i] for i in idx.tolist()],
-                             predicted=[self.vocab[i] for i in preds.tolist()], actual=[self.vocab[i] for i in targs.tolist()],
-                             p_predicted=self.probs[idx, preds].numpy(), p_actual=self.probs[idx, targs].numpy(),
+                             predicted=[self.vocab[i] for i in preds.tolist()],
+                             actual=[self.vocab[i] for i in targs.tolist()],
+                             p_predicted=self.probs[idx, preds].numpy(),
+                             p_actual=self.probs[idx, targs].numpy(),
                              loss=losses.numpy()), index=pd.Index(idx.numpy(), name='idx'))
 
-# %% ../nbs/api/13_interpret.ipynb #8efa087f
+# %% ../nbs/api/13_interpret.ipynb #7e793442
+def _as_image(item):
+    "An image file, tensor or channels-first array as something `imshow` draws; other items unchanged."
+    if isinstance(item, (str, Path)) and Path(item).exists():
+        return Image.open(item).convert('RGB')
+    if isinstance(item, torch.Tensor):
+        item = item.detach().cpu().numpy()
+    if isinstance(item, np.ndarray) and item.ndim == 3 and item.shape[0] in (1, 3):
+        return item.transpose(1, 2, 0)
+    return item
+
 def _show_item(ax, item):
-    "Draw an item: an image file path, a PIL image or an array; anything else is written as text."
-    from PIL import Image
-    if isinstance(item, (str, Path)) and Path(item).exists(): item = Image.open(item).convert('RGB')
-    if isinstance(item, torch.Tensor): item = item.detach().cpu().numpy()
-    if isinstance(item, np.ndarray) and item.ndim == 3 and item.shape[0] in (1, 3): item = item.transpose(1, 2, 0)
-    if isinstance(item, (np.ndarray, Image.Image)): ax.imshow(item, cmap='gray' if np.asarray(item).ndim == 2 else None)
-    else: ax.text(0.5, 0.5, str(item), ha='center', va='center', fontsize=8, wrap=True)
+    "Draw an item on `ax`: images are shown, anything else is written as text."
+    item = _as_image(item)
+    if isinstance(item, (np.ndarray, Image.Image)):
+        ax.imshow(item, cmap='gray' if np.asarray(item).ndim == 2 else None)
+    else:
+        ax.text(0.5, 0.5, str(item), ha='center', va='center', fontsize=8, wrap=True)
     ax.axis('off')
+
+# %% ../nbs/api/13_interpret.ipynb #de1f8a8f
+def _loss_title(r) -> str:
+    "Title of one top-loss item: predicted and actual class, both probabilities, the loss."
+    return (f'pred {r.predicted} (p={r.p_predicted:.2f})\nactual {r.actual} (p={r.p_actual:.2f})\n'
+            f'loss {r.loss:.2f}')
 
 @patch
 def plot_top_losses(self:Interpretation,
@@ -163,44 +233,72 @@ def plot_top_losses(self:Interpretation,
     fig, axs = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 3.4 * nrows), squeeze=False, layout='constrained')
     for ax, (_, r) in zip(axs.flat, df.iterrows()):
         _show_item(ax, r['item'])
-        ax.set_title(f"pred {r.predicted} (p={r.p_predicted:.2f})\nactual {r.actual} (p={r.p_actual:.2f})\nloss {r.loss:.2f}",
-                     fontsize=9, color='black' if r.predicted == r.actual else 'firebrick')
-    for ax in axs.flat[len(df):]: ax.axis('off')
+        ax.set_title(_loss_title(r), fontsize=9, color='black' if r.predicted == r.actual else 'firebrick')
+    for ax in axs.flat[len(df):]:
+        ax.axis('off')
     return fig
 
-# %% ../nbs/api/13_interpret.ipynb #8e1b2d62
+# %% ../nbs/api/13_interpret.ipynb #d8722274
+def _prf(cm:np.ndarray) -> pd.DataFrame:
+    "Precision, recall, F1 and support per class of a confusion matrix of counts."
+    tp, support = np.diag(cm), cm.sum(1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        precision = np.nan_to_num(tp / cm.sum(0))
+        recall = np.nan_to_num(tp / support)
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+    return pd.DataFrame(dict(precision=precision, recall=recall, f1=f1, support=support.astype(int)))
+
+def _averages(df:pd.DataFrame) -> pd.DataFrame:
+    "Macro and support-weighted averages of a per-class table."
+    cols, total = ['precision', 'recall', 'f1'], int(df.support.sum())
+    w = df.support.values / total if total else np.zeros(len(df))
+    rows = [[*df[cols].mean().values, total], [*(df[cols].values * w[:, None]).sum(0), total]]
+    avg = pd.DataFrame(rows, index=['macro avg', 'weighted avg'], columns=df.columns)
+    return avg.astype(df.dtypes.to_dict())
+
+# %% ../nbs/api/13_interpret.ipynb #b641f3d4
+def _preds_targets_vocab(interp_or_preds, targets, vocab) -> tuple:
+    "Predicted indices, targets and class names, from an `Interpretation` or from arrays."
+    if isinstance(interp_or_preds, Interpretation):
+        return interp_or_preds.preds, interp_or_preds.targets, interp_or_preds.vocab
+    if targets is None:
+        raise ValueError('pass targets (actual class indices) with the predictions, or pass an Interpretation')
+    preds = _as_tensor(interp_or_preds)
+    preds = (preds.argmax(1) if preds.ndim == 2 else preds).long()
+    targets = _as_tensor(targets, torch.long)
+    c = len(vocab) if vocab is not None else int(max(preds.max(), targets.max())) + 1
+    return preds, targets, [str(i) for i in range(c)] if vocab is None else list(vocab)
+
 def per_class_table(interp_or_preds, # an `Interpretation`, or predicted class indices (n,) or probabilities (n, c)
                     targets=None, # actual class indices (n,), when not passing an `Interpretation`
                     vocab=None, # class names, when not passing an `Interpretation`
                    ) -> pd.DataFrame:
     "Precision, recall, F1 and support per class, plus macro and weighted averages."
-    if isinstance(interp_or_preds, Interpretation): preds, targets, vocab = interp_or_preds.preds, interp_or_preds.targets, interp_or_preds.vocab
-    else:
-        if targets is None: raise ValueError('pass targets (actual class indices) with the predictions, or pass an Interpretation')
-        preds = _as_tensor(interp_or_preds)
-        if preds.ndim == 2: preds = preds.argmax(1)
-        targets = _as_tensor(targets, torch.long)
-        c = len(vocab) if vocab is not None else int(max(preds.max(), targets.max())) + 1
-        vocab = [str(i) for i in range(c)] if vocab is None else list(vocab)
-    c = len(vocab)
-    cm = torch.bincount(targets * c + preds.long(), minlength=c*c).reshape(c, c).double().numpy()
-    tp, support = np.diag(cm), cm.sum(1)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        precision, recall = np.nan_to_num(tp / cm.sum(0)), np.nan_to_num(tp / support)
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
-    df = pd.DataFrame(dict(precision=precision, recall=recall, f1=f1, support=support.astype(int)), index=pd.Index(vocab, name='class'))
-    w = support / support.sum() if support.sum() else np.zeros(c)
-    avg = pd.DataFrame([[precision.mean(), recall.mean(), f1.mean(), int(support.sum())],
-                        [(precision * w).sum(), (recall * w).sum(), (f1 * w).sum(), int(support.sum())]],
-                       index=['macro avg', 'weighted avg'], columns=df.columns)
-    return pd.concat([df, avg.astype(df.dtypes.to_dict())])
+    preds, targets, vocab = _preds_targets_vocab(interp_or_preds, targets, vocab)
+    df = _prf(_confusion_counts(targets, preds, len(vocab)))
+    df.index = pd.Index(vocab, name='class')
+    return pd.concat([df, _averages(df)])
 
+# %% ../nbs/api/13_interpret.ipynb #02182028
 @patch
 def per_class_table(self:Interpretation) -> pd.DataFrame: # noqa: F811 (fastcore `patch` keeps the function)
     "Precision, recall, F1 and support per class, plus macro and weighted averages."
     return per_class_table(self)
 
-# %% ../nbs/api/13_interpret.ipynb #aa822417
+# %% ../nbs/api/13_interpret.ipynb #833f107e
+def _bin_edges(n_bins:int, dtype=torch.float32) -> torch.Tensor:
+    "The `n_bins + 1` edges of equal-width bins on [0, 1]."
+    return torch.linspace(0, 1, n_bins + 1, dtype=dtype)
+
+def _bin_index(conf:torch.Tensor, n_bins:int) -> torch.Tensor:
+    "The bin of each confidence; the last bin is closed, as in `np.histogram`."
+    return (torch.bucketize(conf, _bin_edges(n_bins, conf.dtype), right=True) - 1).clamp(0, n_bins - 1)
+
+# %% ../nbs/api/13_interpret.ipynb #88d1dd00
+def _bin_means(idx:torch.Tensor, values:torch.Tensor, count:torch.Tensor) -> np.ndarray:
+    "Mean of `values` in each bin (0 for empty bins)."
+    return (torch.bincount(idx, weights=values.double(), minlength=len(count)) / count.clamp_min(1)).numpy()
+
 def calibration_bins(probs, # (n, c) class probabilities
                      targets, # (n,) actual class indices
                      n_bins:int=15, # number of equal-width confidence bins on [0, 1]
@@ -208,18 +306,15 @@ def calibration_bins(probs, # (n, c) class probabilities
     "Per-bin count, mean confidence, accuracy and gap for the top-label confidence."
     probs, targets = _as_tensor(probs), _as_tensor(targets, torch.long)
     conf, pred = probs.max(1)
-    edges = torch.linspace(0, 1, n_bins + 1, dtype=conf.dtype)
-    idx = (torch.bucketize(conf, edges, right=True) - 1).clamp(0, n_bins - 1)
-    conf, correct = conf.double(), (pred == targets).double()
+    idx = _bin_index(conf, n_bins)
     count = torch.bincount(idx, minlength=n_bins).double()
-    conf_sum = torch.bincount(idx, weights=conf, minlength=n_bins)
-    acc_sum = torch.bincount(idx, weights=correct, minlength=n_bins)
-    nz, edges = count.clamp_min(1), edges.double().numpy()
+    edges = _bin_edges(n_bins, conf.dtype).double().numpy()
     df = pd.DataFrame(dict(lo=edges[:-1], hi=edges[1:], count=count.long().numpy(),
-                           confidence=(conf_sum / nz).numpy(), accuracy=(acc_sum / nz).numpy()))
+                           confidence=_bin_means(idx, conf, count), accuracy=_bin_means(idx, pred == targets, count)))
     df['gap'] = df.accuracy - df.confidence
     return df
 
+# %% ../nbs/api/13_interpret.ipynb #85574ff1
 def expected_calibration_error(probs, # (n, c) class probabilities
                                targets, # (n,) actual class indices
                                n_bins:int=15, # number of equal-width confidence bins
@@ -228,19 +323,24 @@ def expected_calibration_error(probs, # (n, c) class probabilities
     bins = calibration_bins(probs, targets, n_bins)
     return float((bins['count'] * bins.gap.abs()).sum() / bins['count'].sum())
 
-# %% ../nbs/api/13_interpret.ipynb #b96d37a7
+# %% ../nbs/api/13_interpret.ipynb #7f2b10d4
 @patch
-def calibration_bins(self:Interpretation, n_bins:int=15) -> pd.DataFrame: # noqa: F811 (fastcore `patch` keeps the function)
+def calibration_bins(self:Interpretation, # noqa: F811 (fastcore `patch` keeps the function)
+                     n_bins:int=15, # number of equal-width confidence bins
+                    ) -> pd.DataFrame:
     "Per-bin count, confidence, accuracy and gap of these predictions."
     return calibration_bins(self.probs, self.targets, n_bins)
 
 @patch
-def ece(self:Interpretation, n_bins:int=15) -> float:
+def ece(self:Interpretation,
+        n_bins:int=15, # number of equal-width confidence bins
+       ) -> float:
     "Expected calibration error of these predictions."
     return expected_calibration_error(self.probs, self.targets, n_bins)
 
-# %% ../nbs/api/13_interpret.ipynb #02f9139a
-def _reliability_ax(ax, interp, n_bins, title):
+# %% ../nbs/api/13_interpret.ipynb #319fb4ae
+def _reliability_ax(ax, interp:Interpretation, n_bins:int, title:str):
+    "Draw one reliability diagram on `ax`."
     b = interp.calibration_bins(n_bins)
     width, centers = 1 / n_bins, (b.lo + b.hi) / 2
     ax.bar(centers, b.accuracy, width=width, edgecolor='black', color='tab:blue', label='accuracy')
@@ -255,44 +355,57 @@ def reliability_figure(interps, # an `Interpretation`, or a dict {title: Interpr
                        n_bins:int=15, # number of equal-width confidence bins
                       ) -> plt.Figure:
     "Reliability diagram(s) with the ECE in each title."
-    if isinstance(interps, Interpretation): interps = {'': interps}
+    if isinstance(interps, Interpretation):
+        interps = {'': interps}
     fig, axs = plt.subplots(1, len(interps), figsize=(4 * len(interps), 4), squeeze=False, layout='constrained')
-    for ax, (title, it) in zip(axs.flat, interps.items()): _reliability_ax(ax, it, n_bins, f'{title}: ' if title else '')
+    for ax, (title, it) in zip(axs.flat, interps.items()):
+        _reliability_ax(ax, it, n_bins, f'{title}: ' if title else '')
     return fig
 
+# %% ../nbs/api/13_interpret.ipynb #bf43e40c
 @patch
-def plot_reliability(self:Interpretation, n_bins:int=15) -> plt.Figure:
+def plot_reliability(self:Interpretation,
+                     n_bins:int=15, # number of equal-width confidence bins
+                    ) -> plt.Figure:
     "Reliability diagram of these predictions."
     return reliability_figure(self, n_bins)
 
-# %% ../nbs/api/13_interpret.ipynb #2279f472
+# %% ../nbs/api/13_interpret.ipynb #07ee6389
 @patch
-def subset(self:Interpretation, idx) -> Interpretation:
+def subset(self:Interpretation,
+           idx, # indices of the items to keep
+          ) -> Interpretation:
     "The interpretation of the items at `idx`."
     idx = _as_tensor(idx, torch.long)
-    return Interpretation(self.probs[idx], self.targets[idx], self.vocab, [self.items[i] for i in idx.tolist()], self.losses[idx],
-                          None if self.logits is None else self.logits[idx])
+    logits = None if self.logits is None else self.logits[idx]
+    items = [self.items[i] for i in idx.tolist()]
+    return Interpretation(self.probs[idx], self.targets[idx], self.vocab, items, self.losses[idx], logits)
 
+# %% ../nbs/api/13_interpret.ipynb #23a80744
 @patch
 def split(self:Interpretation,
           frac:float=0.5, # share of items in the first (calibration) part
           seed:int=0, # seed of the random split
          ) -> tuple:
     "Seeded random split into (calibration, evaluation) interpretations."
-    if not 0 < frac < 1: raise ValueError(f'frac must be between 0 and 1, got {frac}')
+    if not 0 < frac < 1:
+        raise ValueError(f'frac must be between 0 and 1, got {frac}')
     perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
     n = int(round(frac * len(self)))
     return self.subset(perm[:n].sort().values), self.subset(perm[n:].sort().values)
 
-# %% ../nbs/api/13_interpret.ipynb #50eccb48
+# %% ../nbs/api/13_interpret.ipynb #6ef409b4
 def logits_of(interp:Interpretation) -> torch.Tensor:
     "The raw outputs of `interp` if known, else its log-probabilities (equally valid logits)."
     return interp.logits if interp.logits is not None else interp.probs.clamp_min(1e-12).log()
 
-def nll(logits, targets) -> float:
+def nll(logits, # (n, c) raw outputs
+        targets, # (n,) actual class indices
+       ) -> float:
     "Mean negative log-likelihood (cross-entropy) of `logits`."
     return F.cross_entropy(_as_tensor(logits, torch.float64), _as_tensor(targets, torch.long)).item()
 
+# %% ../nbs/api/13_interpret.ipynb #457db93c
 def fit_temperature(logits, # (n, c) raw outputs of the calibration split
                     targets, # (n,) their actual classes
                     max_iter:int=200, # L-BFGS iterations
@@ -306,25 +419,33 @@ def fit_temperature(logits, # (n, c) raw outputs of the calibration split
         loss = F.cross_entropy(logits / log_t.exp(), targets)
         loss.backward()
         return loss
-    with torch.enable_grad(): opt.step(closure)
+    with torch.enable_grad():
+        opt.step(closure)
     return log_t.exp().item()
 
+# %% ../nbs/api/13_interpret.ipynb #78d64a39
 @patch
-def with_temperature(self:Interpretation, t:float) -> Interpretation:
+def with_temperature(self:Interpretation,
+                     t:float, # temperature: > 1 softens, < 1 sharpens
+                    ) -> Interpretation:
     "The same predictions with logits divided by temperature `t`."
-    if t <= 0: raise ValueError(f'temperature must be positive, got {t}')
+    if t <= 0:
+        raise ValueError(f'temperature must be positive, got {t}')
     return Interpretation.from_logits(logits_of(self) / t, self.targets, vocab=self.vocab, items=self.items)
 
-# %% ../nbs/api/13_interpret.ipynb #0583aed9
+# %% ../nbs/api/13_interpret.ipynb #a709a829
+def _calibration_row(it:Interpretation, n_bins:int) -> dict:
+    "Accuracy, NLL and ECE of one set of predictions."
+    return dict(accuracy=it.accuracy, nll=nll(logits_of(it), it.targets), ece=it.ece(n_bins))
+
 def calibration_table(before:Interpretation, # predictions on the evaluation split, uncalibrated
                       after:Interpretation, # the same predictions after calibration
                       n_bins:int=15, # bins for the ECE
                      ) -> pd.DataFrame:
     "Accuracy, NLL and ECE before and after calibration, side by side."
-    row = lambda it: dict(accuracy=it.accuracy, nll=nll(logits_of(it), it.targets), ece=it.ece(n_bins))
-    return pd.DataFrame([row(before), row(after)], index=['before', 'after'])
+    return pd.DataFrame([_calibration_row(before, n_bins), _calibration_row(after, n_bins)], index=['before', 'after'])
 
-# %% ../nbs/api/13_interpret.ipynb #52655b87
+# %% ../nbs/api/13_interpret.ipynb #a96dbd71
 def ece_standard_error(interp:Interpretation, # predictions to resample
                        n_bins:int=15, # bins for the ECE
                        n_boot:int=200, # bootstrap resamples
@@ -335,7 +456,7 @@ def ece_standard_error(interp:Interpretation, # predictions to resample
     draws = (torch.randint(0, n, (n,), generator=g) for _ in range(n_boot))
     return float(np.std([expected_calibration_error(interp.probs[i], interp.targets[i], n_bins) for i in draws]))
 
-# %% ../nbs/api/13_interpret.ipynb #de8ed949
+# %% ../nbs/api/13_interpret.ipynb #e97cffd4
 def calibrate(interp:Interpretation, # predictions to calibrate (e.g. the validation set)
               frac:float=0.5, # share used to fit the temperature; the rest is evaluated
               seed:int=0, # seed of the split

@@ -1,4 +1,4 @@
-"""The learning-rate finder: run it without side effects, read its suggestions, plot them.
+"""The learning-rate finder without side effects: all four of fastai's suggestions, the curve, its plot.
 
 Docs: https://finetune-course.github.io/finetune-course/api/lr_find.html.md"""
 
@@ -7,16 +7,16 @@ Docs: https://finetune-course.github.io/finetune-course/api/lr_find.html.md"""
 # %% auto #0
 __all__ = ['SUGGESTIONS', 'LRFind', 'plot_lr_find', 'find_lr']
 
-# %% ../nbs/api/09_lr_find.ipynb #ec8e9b22
+# %% ../nbs/api/09_lr_find.ipynb #7626d7a4
 import math
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
-from fastai.callback.schedule import valley, slide, minimum, steep # noqa: F401 (also adds Learner.lr_find)
 import numpy as np
 import torch
+from fastai.callback.schedule import minimum, slide, steep, valley # importing also adds Learner.lr_find
 
-# %% ../nbs/api/09_lr_find.ipynb #4ee539e9
+# %% ../nbs/api/09_lr_find.ipynb #93f5027b
 SUGGESTIONS = {'valley': valley, 'slide': slide, 'minimum': minimum, 'steep': steep}
 
 @dataclass
@@ -32,39 +32,59 @@ class LRFind:
     fig:object=field(repr=False, default=None) # the matplotlib figure
 
     @property
-    def suggestions(self) -> dict: return {k: getattr(self, k) for k in SUGGESTIONS}
+    def suggestions(self) -> dict:
+        "{rule: suggested rate} for the four rules."
+        return {k: getattr(self, k) for k in SUGGESTIONS}
+
     def _repr_markdown_(self):
         rows = '\n'.join(f'| {k} | {v:.2e} |' for k, v in self.suggestions.items())
         return f'| suggestion | learning rate |\n|---|---|\n{rows}'
 
-# %% ../nbs/api/09_lr_find.ipynb #7419b94e
+# %% ../nbs/api/09_lr_find.ipynb #03479202
+def _apply(rule, lrs, losses, num_it):
+    "One rule's (lr, (lr, loss)); NaN when the curve is too short for it (`slide` looks 15 points back)."
+    try:
+        return rule(lrs, losses, num_it)
+    except (IndexError, RuntimeError, ValueError):
+        return math.nan, (math.nan, math.nan)
+
 def _suggest(lrs:list, losses:list, num_it:int) -> dict:
     "{name: (lr, (lr, loss))} for each rule in `SUGGESTIONS`, on the curve trimmed as fastai trims it."
     lrs, losses = torch.tensor(lrs[num_it//10:-5]), torch.tensor(losses[num_it//10:-5])
     nan = torch.nonzero(torch.isnan(losses.view(-1)))
-    if len(nan): lrs, losses = lrs[:int(nan.min())], losses[:int(nan.min())]
-    if len(losses) < 3: raise ValueError(f'the learning-rate finder stopped after {len(losses)} usable batches; use a smaller start_lr or a larger num_it')
+    if len(nan):
+        lrs, losses = lrs[:int(nan.min())], losses[:int(nan.min())]
+    if len(losses) < 3:
+        raise ValueError(f'the learning-rate finder stopped after {len(losses)} usable batches; '
+                         'use a smaller start_lr or a larger num_it')
     return {name: _apply(f, lrs, losses, num_it) for name, f in SUGGESTIONS.items()}
 
-def _apply(rule, lrs, losses, num_it):
-    "One rule's (lr, (lr, loss)); NaN when the curve is too short for it (`slide` looks 15 points back)."
-    try: return rule(lrs, losses, num_it)
-    except (IndexError, RuntimeError, ValueError): return math.nan, (math.nan, math.nan)
+# %% ../nbs/api/09_lr_find.ipynb #f6ca4ea0
+def _lr_find_result(lrs:list, losses:list, num_it:int) -> LRFind:
+    "An `LRFind` from a finder curve: its suggestions, their points and the curve without its last 5 batches."
+    found = _suggest(lrs, losses, num_it)
+    keep = len(lrs) - (5 if len(lrs) > 10 else 0)
+    points = {k: (float(v[1][0]), float(v[1][1])) for k, v in found.items()}
+    rates = {k: float(v[0]) for k, v in found.items()}
+    return LRFind(**rates, lrs=np.array(lrs[:keep]), losses=np.array(losses[:keep]), points=points)
 
+# %% ../nbs/api/09_lr_find.ipynb #41495f35
 def plot_lr_find(res:LRFind, # a `find_lr` result
                  ax=None, # axes to draw on; default a new figure
                  label:str|None=None, # legend label of the curve
                 ):
     "Loss against learning rate (log scale), with a marker at each suggestion."
-    if ax is None: _, ax = plt.subplots(figsize=(5, 3.2), dpi=80)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2), dpi=80)
     ax.plot(res.lrs, res.losses, label=label)
     for name, (lr, loss) in res.points.items():
-        if math.isfinite(lr): ax.plot(lr, loss, 'o', label=f'{name} {lr:.1e}' if label is None else None)
+        if math.isfinite(lr):
+            ax.plot(lr, loss, 'o', label=f'{name} {lr:.1e}' if label is None else None)
     ax.set(xscale='log', xlabel='learning rate', ylabel='smoothed training loss')
     ax.legend(fontsize=8)
     return ax.figure
 
-# %% ../nbs/api/09_lr_find.ipynb #77b59ca8
+# %% ../nbs/api/09_lr_find.ipynb #e6bd32c0
 def find_lr(learn, # a fastai Learner; its weights and optimizer state are restored afterwards
             start_lr:float=1e-7, # first rate tried
             end_lr:float=10, # last rate tried
@@ -74,10 +94,7 @@ def find_lr(learn, # a fastai Learner; its weights and optimizer state are resto
     "Run fastai's learning-rate finder and return all four suggestions, the curve and its figure."
     learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
     lrs, losses = [float(v) for v in learn.recorder.lrs], [float(v) for v in learn.recorder.losses]
-    found = _suggest(lrs, losses, num_it)
-    skip = 5 if len(lrs) > 10 else 0
-    res = LRFind(**{k: float(v[0]) for k, v in found.items()}, lrs=np.array(lrs[:len(lrs)-skip]),
-                 losses=np.array(losses[:len(losses)-skip]), points={k: (float(v[1][0]), float(v[1][1])) for k, v in found.items()})
+    res = _lr_find_result(lrs, losses, num_it)
     if show_plot:
         res.fig = plot_lr_find(res)
         plt.close(res.fig)

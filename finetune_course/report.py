@@ -8,11 +8,12 @@ Docs: https://finetune-course.github.io/finetune-course/api/report.html.md"""
 __all__ = ['KEY_METRICS', 'fig_to_data_uri', 'ReportSection', 'figure_section', 'table_section', 'text_section', 'render_report',
            'write_report', 'external_resources', 'prediction_grid_figure', 'learner_sections']
 
-# %% ../nbs/api/15_report.ipynb #bdf2eb78
+# %% ../nbs/api/15_report.ipynb #8a8f7290
 import base64
 import html
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,9 +23,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from PIL import Image
-import re
+from .diagnose import diagnose_fit, plot_learning_curves
+from .interpret import Interpretation
+from .gradcam import gradcam_grid
 
-# %% ../nbs/api/15_report.ipynb #dd49ab21
+# %% ../nbs/api/15_report.ipynb #0b5a7226
 def fig_to_data_uri(fig:matplotlib.figure.Figure, # the figure to embed (closed afterwards)
                     dpi:int=80, # resolution; 80 keeps a report small
                    ) -> str:
@@ -34,21 +37,26 @@ def fig_to_data_uri(fig:matplotlib.figure.Figure, # the figure to embed (closed 
     plt.close(fig)
     return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode('ascii')
 
-# %% ../nbs/api/15_report.ipynb #07c610d0
+# %% ../nbs/api/15_report.ipynb #dd9a5e11
 @dataclass
 class ReportSection:
     "One titled block of a report: `body` is trusted HTML made by the helpers below."
     title:str # heading shown above the block
     body:str # HTML content
 
+def _caption(text:str) -> str:
+    "An escaped caption paragraph, or nothing."
+    return f'<p class="caption">{html.escape(text)}</p>' if text else ''
+
+# %% ../nbs/api/15_report.ipynb #69e861dc
 def figure_section(title:str, # heading
                    fig:matplotlib.figure.Figure, # figure to embed
                    caption:str='', # text under the figure
                    dpi:int=80, # resolution
                   ) -> ReportSection:
     "A section holding one embedded figure."
-    cap = f'<p class="caption">{html.escape(caption)}</p>' if caption else ''
-    return ReportSection(title, f'<img alt="{html.escape(title)}" src="{fig_to_data_uri(fig, dpi)}">{cap}')
+    img = f'<img alt="{html.escape(title)}" src="{fig_to_data_uri(fig, dpi)}">'
+    return ReportSection(title, img + _caption(caption))
 
 def table_section(title:str, # heading
                   df:pd.DataFrame, # table to show
@@ -57,46 +65,55 @@ def table_section(title:str, # heading
                  ) -> ReportSection:
     "A section holding one table."
     table = df.to_html(classes='table', border=0, float_format=float_format.format, escape=True)
-    cap = f'<p class="caption">{html.escape(caption)}</p>' if caption else ''
-    return ReportSection(title, table + cap)
+    return ReportSection(title, table + _caption(caption))
 
 def text_section(title:str, # heading
                  lines:list[str], # paragraphs or bullet points (plain text, escaped)
                  bullets:bool=True, # render as a list
                 ) -> ReportSection:
     "A section of plain text."
-    items = [html.escape(str(l)) for l in lines]
-    body = '<ul>' + ''.join(f'<li>{i}</li>' for i in items) + '</ul>' if bullets else ''.join(f'<p>{i}</p>' for i in items)
-    return ReportSection(title, body)
+    items = [html.escape(str(line)) for line in lines]
+    if bullets:
+        return ReportSection(title, '<ul>' + ''.join(f'<li>{i}</li>' for i in items) + '</ul>')
+    return ReportSection(title, ''.join(f'<p>{i}</p>' for i in items))
 
-# %% ../nbs/api/15_report.ipynb #c931fa04
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+# %% ../nbs/api/15_report.ipynb #d4a1d47e
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;
+padding:0 1em;color:#222}
 h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}table.table{border-collapse:collapse;margin:.5em 0}
 table.table td,table.table th{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right}
 table.table th{background:#f4f4f4}img{max-width:100%}.caption{color:#555;font-size:.9em}
-section{margin:1.5em 0}.key{display:flex;flex-wrap:wrap;gap:1em}.key div{background:#f4f6fb;padding:.5em 1em;border-radius:6px}
+section{margin:1.5em 0}.key{display:flex;flex-wrap:wrap;gap:1em}
+.key div{background:#f4f6fb;padding:.5em 1em;border-radius:6px}
 .key b{display:block;font-size:1.4em}"""
 
-KEY_METRICS = ('valid_accuracy', 'valid_loss', 'n_train', 'n_valid', 'epochs', 'image_size', 'backbone', 'strategy', 'seconds', 'device')
+KEY_METRICS = ('valid_accuracy', 'valid_loss', 'n_train', 'n_valid', 'epochs', 'image_size', 'backbone', 'strategy',
+               'seconds', 'device')
 
-def _fmt(v):
-    if isinstance(v, float): return f'{v:.4g}'
-    return str(v)
+def _fmt(v) -> str:
+    "A metric as short text: floats to 4 significant digits."
+    return f'{v:.4g}' if isinstance(v, float) else str(v)
 
+def _key_numbers(metrics:dict) -> str:
+    "The row of key numbers, in `KEY_METRICS` order."
+    cells = [f'<div>{html.escape(k)}<b>{html.escape(_fmt(metrics[k]))}</b></div>' for k in KEY_METRICS if k in metrics]
+    return f'<div class="key">{"".join(cells)}</div>'
+
+# %% ../nbs/api/15_report.ipynb #285f6d80
 def render_report(metrics:dict, # the run's metrics.json content
                   sections:list[ReportSection], # blocks in display order
                   title:str='finetune-course run report', # page title
                  ) -> str:
     "The self-contained HTML page of a run."
-    key = ''.join(f'<div>{html.escape(k)}<b>{html.escape(_fmt(metrics[k]))}</b></div>' for k in KEY_METRICS if k in metrics)
     when = datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     body = ''.join(f'<section><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections)
     raw = html.escape(json.dumps(metrics, indent=1, default=str))
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p class="sub">written {when}</p>'
-            f'<div class="key">{key}</div>{body}<section><h2>All metrics</h2><details><summary>metrics.json</summary>'
-            f'<pre>{raw}</pre></details></section></body></html>')
+    head = f'<head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>'
+    top = f'<h1>{html.escape(title)}</h1><p class="sub">written {when}</p>{_key_numbers(metrics)}'
+    tail = f'<section><h2>All metrics</h2><details><summary>metrics.json</summary><pre>{raw}</pre></details></section>'
+    return f'<!doctype html><html lang="en">{head}<body>{top}{body}{tail}</body></html>'
 
+# %% ../nbs/api/15_report.ipynb #440e41ad
 def write_report(out_dir:str|Path, # run folder
                  metrics:dict, # the run's metrics
                  sections:list[ReportSection], # blocks in display order
@@ -108,12 +125,19 @@ def write_report(out_dir:str|Path, # run folder
     path.write_text(render_report(metrics, sections), encoding='utf-8')
     return path
 
-# %% ../nbs/api/15_report.ipynb #fe2ee8fb
-def external_resources(page:str) -> list[str]:
+# %% ../nbs/api/15_report.ipynb #f2f171c1
+def external_resources(page:str, # HTML text
+                      ) -> list[str]:
     "Every URL the page would fetch (should be empty for a self-contained report)."
     return re.findall(r'(?:src|href)\s*=\s*["\'](?!data:|#)([^"\']+)["\']', page)
 
-# %% ../nbs/api/15_report.ipynb #595b4c4b
+# %% ../nbs/api/15_report.ipynb #7d61f3e6
+def _grid_title(actual:str, predicted:str, prob:float) -> tuple:
+    "Title and colour of one image in the prediction grid."
+    if actual == predicted:
+        return f'{predicted} ({prob:.2f})', 'black'
+    return f'{predicted} ({prob:.2f})\ntrue: {actual}', 'red'
+
 def prediction_grid_figure(images:list, # PIL images or HxWxC arrays
                            actual:list[str], # true class of each image
                            predicted:list[str], # predicted class of each image
@@ -122,54 +146,71 @@ def prediction_grid_figure(images:list, # PIL images or HxWxC arrays
                            cell:float=1.3, # inches per image
                           ) -> matplotlib.figure.Figure:
     "Images titled 'predicted (p)'; wrong ones in red with the true class."
-    n = len(images); nrows = max(1, -(-n // ncols))
+    nrows = max(1, -(-len(images) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols*cell, nrows*(cell+0.25)), squeeze=False)
-    for ax in axes.flat: ax.axis('off')
+    for ax in axes.flat:
+        ax.axis('off')
     for ax, img, a, p, pr in zip(axes.flat, images, actual, predicted, probs):
         ax.imshow(np.asarray(img), cmap='gray' if np.asarray(img).ndim == 2 else None)
-        ok = a == p
-        ax.set_title(f'{p} ({pr:.2f})' + ('' if ok else f'\ntrue: {a}'), fontsize=8, color='black' if ok else 'red')
+        title, colour = _grid_title(a, p, pr)
+        ax.set_title(title, fontsize=8, color=colour)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/api/15_report.ipynb #387e5384
-def _safe(make, title):
+# %% ../nbs/api/15_report.ipynb #d01bf801
+def _safe(make, # a function returning a `ReportSection`
+          title:str, # the section's title, used for the note if `make` fails
+         ) -> ReportSection:
     "Build one section; a failing figure becomes a note instead of losing the whole report."
-    try: return make()
-    except Exception as e: return text_section(title, [f'could not draw this section: {type(e).__name__}: {e}'])
+    try:
+        return make()
+    except Exception as e:
+        return text_section(title, [f'could not draw this section: {type(e).__name__}: {e}'])
 
+# %% ../nbs/api/15_report.ipynb #83cdae36
+def _item_path(item):
+    "A data-loader item as a file path (our items are `(file, label)` tuples)."
+    return item[0] if isinstance(item, tuple) else item
+
+def _grid_from_interp(interp:Interpretation, n:int) -> matplotlib.figure.Figure:
+    "A prediction grid of `n` validation items spread evenly over `interp`."
+    idx = np.linspace(0, len(interp.items)-1, min(n, len(interp.items))).astype(int)
+    vocab, preds = list(interp.vocab), interp.preds
+    images = [Image.open(_item_path(interp.items[i])).convert('RGB') for i in idx]
+    actual = [vocab[int(interp.targets[i])] for i in idx]
+    predicted = [vocab[int(preds[i])] for i in idx]
+    return prediction_grid_figure(images, actual, predicted, [float(interp.probs[i].max()) for i in idx])
+
+# %% ../nbs/api/15_report.ipynb #90dec4a9
+def _history_sections(history) -> list[ReportSection]:
+    "Learning curves and the diagnosis of a fit."
+    return [_safe(lambda: figure_section('Learning curves', plot_learning_curves(history)), 'Learning curves'),
+            _safe(lambda: text_section('Diagnosis', diagnose_fit(history).lines()), 'Diagnosis')]
+
+def _interp_sections(interp:Interpretation, n_images:int) -> list[ReportSection]:
+    "Confusion matrix, per-class table, calibration and a prediction grid, from cached predictions."
+    ece = f'expected calibration error {interp.ece():.3f}'
+    return [_safe(lambda: figure_section('Confusion matrix', interp.plot_confusion_matrix()), 'Confusion matrix'),
+            _safe(lambda: table_section('Per-class metrics', interp.per_class_table()), 'Per-class metrics'),
+            _safe(lambda: figure_section('Calibration', interp.plot_reliability(), ece), 'Calibration'),
+            _safe(lambda: figure_section('Validation predictions', _grid_from_interp(interp, n_images)),
+                  'Validation predictions')]
+
+def _gradcam_section(learn, interp:Interpretation, n:int=8) -> ReportSection:
+    "Grad-CAM overlays of the first `n` validation items."
+    fig = gradcam_grid(learn, [_item_path(i) for i in interp.items[:n]])
+    return figure_section('Grad-CAM', fig, 'where the model looked (last convolutional layer)')
+
+# %% ../nbs/api/15_report.ipynb #bce9436d
 def learner_sections(learn, # a trained fastai Learner (from `make_learner`)
                      n_images:int=16, # images in the prediction grid
                      gradcam:bool=True, # add a Grad-CAM grid
                     ) -> list[ReportSection]:
     "All report sections for a trained learner, from one pass of validation predictions."
-    from finetune_course.diagnose import diagnose_fit, plot_learning_curves
-    from finetune_course.interpret import Interpretation
-    sections = []
     history = getattr(learn, 'history', None)
-    if history is not None:
-        sections.append(_safe(lambda: figure_section('Learning curves', plot_learning_curves(history)), 'Learning curves'))
-        sections.append(_safe(lambda: text_section('Diagnosis', diagnose_fit(history).lines()), 'Diagnosis'))
+    sections = [] if history is None else _history_sections(history)
     interp = Interpretation.from_learner(learn)
-    sections.append(_safe(lambda: figure_section('Confusion matrix', interp.plot_confusion_matrix()), 'Confusion matrix'))
-    sections.append(_safe(lambda: table_section('Per-class metrics', interp.per_class_table()), 'Per-class metrics'))
-    sections.append(_safe(lambda: figure_section('Calibration', interp.plot_reliability(), f'expected calibration error {interp.ece():.3f}'), 'Calibration'))
-    sections.append(_safe(lambda: figure_section('Validation predictions', _grid_from_interp(interp, n_images)), 'Validation predictions'))
-    if gradcam: sections.append(_safe(lambda: _gradcam_section(learn, interp), 'Grad-CAM'))
+    sections += _interp_sections(interp, n_images)
+    if gradcam:
+        sections.append(_safe(lambda: _gradcam_section(learn, interp), 'Grad-CAM'))
     return sections
-
-def _gradcam_section(learn, interp, n=8):
-    from finetune_course.gradcam import gradcam_grid
-    return figure_section('Grad-CAM', gradcam_grid(learn, [_item_path(i) for i in interp.items[:n]]), 'where the model looked (last convolutional layer)')
-
-def _item_path(item):
-    "A data-loader item as a file path (our items are `(file, label)` tuples)."
-    return item[0] if isinstance(item, tuple) else item
-
-def _grid_from_interp(interp, n):
-    idx = np.linspace(0, len(interp.items)-1, min(n, len(interp.items))).astype(int)
-    vocab = list(interp.vocab)
-    images = [Image.open(_item_path(interp.items[i])).convert('RGB') for i in idx]
-    preds = interp.probs.argmax(1)
-    return prediction_grid_figure(images, [vocab[int(interp.targets[i])] for i in idx], [vocab[int(preds[i])] for i in idx],
-                                  [float(interp.probs[i].max()) for i in idx])

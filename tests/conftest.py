@@ -2,7 +2,6 @@
 import os
 from pathlib import Path
 
-os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 os.environ.setdefault('FTC_HOME', str(Path(__file__).resolve().parent.parent/'.cache'/'ftc'))
 os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')

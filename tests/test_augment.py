@@ -137,8 +137,17 @@ def test_wrong_albumentations_is_a_clear_error(monkeypatch):
 
 
 def test_import_does_not_ping_pypi():
+    "Importing the package sets NO_ALBUMENTATIONS_UPDATE=1 (config does, before anything imports albumentations)."
     import os
-    assert os.environ.get('NO_ALBUMENTATIONS_UPDATE') == '1'
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != 'NO_ALBUMENTATIONS_UPDATE'}
+    code = ("import os, sys; import finetune_course.augment as aug; "
+            "assert 'albumentations' not in sys.modules; aug.require_albumentations(); "
+            "print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))")
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '1'
 
 
 # masks move with their images

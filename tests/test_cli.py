@@ -32,6 +32,47 @@ def write_class(folder: Path, n: int, colour):
         Image.fromarray(arr).save(folder/f'{i}.png')
 
 
+def run_python(code, timeout=600):
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_import_is_lean():
+    res = run_python("import sys, finetune_course.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'fastai', 'torch', 'timm'}))")
+    assert res.returncode == 0 and res.stdout.strip() == '[]', res.stdout + res.stderr
+
+
+def test_help_and_module_entry_point():
+    from finetune_course.cli import main
+    assert main(['--help']) == 0 and main(['fit', '--help']) == 0
+    assert main(['fit', '--bs', 'many']) == 2 and main([]) == 2
+    res = subprocess.run([sys.executable, '-m', 'finetune_course.cli', 'fit', '--help'], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert 'torchvision/<name>' in res.stdout, 'the --backbone help says what it accepts'
+    assert '(one of: fine_tune, feature_extract' in ' '.join(res.stdout.split())
+
+
+def test_every_option_is_declared_once_in_the_signature():
+    "Each parameter of a command function is an option of its command, with the same default."
+    from finetune_course.cli import build_parser, cli_params, run_fit, run_explain
+    parser = build_parser()
+    fit_args = parser.parse_args(['fit'])
+    for p in cli_params(run_fit):
+        assert getattr(fit_args, p.name) == p.default, p.name
+    flags = parser.parse_args(['fit', 'shapes', '--freeze-epochs', '2', '--n-per-class', '5', '--no-pretrained', '--no-report',
+                               '--lr', '1e-3', '--strategy', 'gradual', '--aug', 'light', '--profile', 'quick', '--progress'])
+    assert (flags.data, flags.freeze_epochs, flags.n_per_class, flags.pretrained, flags.report) == ('shapes', 2, 5, False, False)
+    assert (flags.lr, flags.strategy, flags.aug, flags.profile, flags.progress) == (1e-3, 'gradual', 'light', 'quick', True)
+    explain = parser.parse_args(['explain', 'run', 'a.png', 'b.png', '--out', 'o'])
+    assert (explain.func, explain.model_dir, explain.images, explain.out) == (run_explain, 'run', ['a.png', 'b.png'], 'o')
+
+
+def test_user_errors_resolve_without_being_imported_by_main():
+    from finetune_course.cli import is_user_error, user_errors
+    classes = user_errors()
+    assert {c.__name__ for c in classes} >= {'FolderError', 'DownloadError', 'WeightsUnavailableError', 'WeightsMismatchError', 'DivergedError'}
+    assert all(is_user_error(c('x')) for c in classes) and not is_user_error(ValueError('x'))
+
+
 def test_missing_path(tmp_path):
     assert_one_line_error(cli('fit', tmp_path/'nope', '--out', tmp_path/'out'), 'not')
 
@@ -118,6 +159,14 @@ def test_predict_and_explain(run_dir):
     res = cli('explain', run_dir/'run', *images, '--out', run_dir/'overlays')
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list((run_dir/'overlays').glob('*_gradcam.png'))) == 2
+
+
+def test_predict_does_not_import_fastai(run_dir):
+    "The lean path: `predict` loads the model with timm and safetensors only."
+    image = sorted((run_dir/'data'/'red').glob('*.png'))[0]
+    res = run_python(f"import sys; from finetune_course.cli import main; rc = main(['predict', {str(run_dir/'run')!r}, {str(image)!r}]); "
+                     "print('rc', rc, 'fastai' in sys.modules)")
+    assert res.stdout.strip().splitlines()[-1] == 'rc 0 False', res.stdout[-2000:] + res.stderr[-2000:]
 
 
 def test_predict_and_explain_on_unreadable_image(run_dir, tmp_path):

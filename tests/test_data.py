@@ -19,7 +19,7 @@ from PIL import Image
 
 from finetune_course.config import get_config
 from finetune_course.images import check_image, load_rgb
-from finetune_course.datasets import (SHAPES, CUE_COLOURS, _build_once, load_mask, make_digits, make_messy_folder,
+from finetune_course.datasets import (SHAPES, CUE_COLOURS, build_once, load_mask, make_digits, make_messy_folder,
                                       make_shapes, mask_path, shapes_info, MESSY_KEEP, MESSY_SKIP)
 from finetune_course.data import (DownloadError, FolderError, RGBImage, arrange_by_filename, download, get_dataset,
                                   make_dls, scan_images, split_stratified, subset_per_class)
@@ -29,7 +29,8 @@ CFG = get_config('quick', 'cpu')
 
 def _good(colour, size=24):
     "A small RGB image: a coloured square on grey."
-    a = np.full((size, size, 3), 128, np.uint8); a[size//4:3*size//4, size//4:3*size//4] = colour
+    a = np.full((size, size, 3), 128, np.uint8)
+    a[size//4:3*size//4, size//4:3*size//4] = colour
     return Image.fromarray(a)
 
 
@@ -42,21 +43,36 @@ def broken(tmp_path_factory):
         for i in range(4): _good(colour).save(root/label/f'{label}{i}.png')
     d, rgb = root/'cat', np.asarray(_good((200, 30, 30)))
     keep = {}
-    Image.new('CMYK', (24, 24), (0, 255, 255, 0)).save(d/'cmyk.jpg', quality=95); keep['cmyk.jpg'] = (255, 0, 0)
-    rgba = np.zeros((24, 24, 4), np.uint8); rgba[..., 0] = 255  # red, fully transparent
-    Image.fromarray(rgba).save(d/'rgba.png'); keep['rgba.png'] = (255, 255, 255)
-    Image.fromarray(np.full((24, 24), 32768, np.uint16)).save(d/'gray16.png'); keep['gray16.png'] = (128, 128, 128)
-    Image.fromarray(rgb).convert('P', palette=Image.Palette.ADAPTIVE, colors=8).save(d/'palette.png'); keep['palette.png'] = (128, 128, 128)
-    Image.new('L', (24, 24), 77).save(d/'gray.png'); keep['gray.png'] = (77, 77, 77)
-    la = Image.new('LA', (24, 24), (0, 0)); la.save(d/'la.png'); keep['la.png'] = (255, 255, 255)
+    Image.new('CMYK', (24, 24), (0, 255, 255, 0)).save(d/'cmyk.jpg', quality=95)
+    keep['cmyk.jpg'] = (255, 0, 0)
+    rgba = np.zeros((24, 24, 4), np.uint8)
+    rgba[..., 0] = 255  # red, fully transparent
+    Image.fromarray(rgba).save(d/'rgba.png')
+    keep['rgba.png'] = (255, 255, 255)
+    Image.fromarray(np.full((24, 24), 32768, np.uint16)).save(d/'gray16.png')
+    keep['gray16.png'] = (128, 128, 128)
+    Image.fromarray(rgb).convert('P', palette=Image.Palette.ADAPTIVE, colors=8).save(d/'palette.png')
+    keep['palette.png'] = (128, 128, 128)
+    Image.new('L', (24, 24), 77).save(d/'gray.png')
+    keep['gray.png'] = (77, 77, 77)
+    la = Image.new('LA', (24, 24), (0, 0))
+    la.save(d/'la.png')
+    keep['la.png'] = (255, 255, 255)
     bad = {}
-    (d/'corrupt.jpg').write_bytes(bytes(range(256))*8); bad['corrupt.jpg'] = 'not a readable image'
-    buf = io.BytesIO(); Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(buf, 'JPEG', quality=95)
-    (d/'truncated.jpg').write_bytes(buf.getvalue()[:len(buf.getvalue())//2]); bad['truncated.jpg'] = 'truncated'
-    Image.new('RGB', (1, 1)).save(d/'one_pixel.png'); bad['one_pixel.png'] = 'too small: 1x1'
-    (d/'notes.txt').write_text('not an image'); bad['notes.txt'] = 'not an image file (.txt)'
-    (root/'dog'/'empty.png').write_bytes(b''); bad['empty.png'] = 'not a readable image'
-    (d/'.DS_Store').write_bytes(b'\0\1'); (root/'README.md').write_text('ignored: top-level file')  # neither is listed
+    (d/'corrupt.jpg').write_bytes(bytes(range(256))*8)
+    bad['corrupt.jpg'] = 'not a readable image'
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(buf, 'JPEG', quality=95)
+    (d/'truncated.jpg').write_bytes(buf.getvalue()[:len(buf.getvalue())//2])
+    bad['truncated.jpg'] = 'truncated'
+    Image.new('RGB', (1, 1)).save(d/'one_pixel.png')
+    bad['one_pixel.png'] = 'too small: 1x1'
+    (d/'notes.txt').write_text('not an image')
+    bad['notes.txt'] = 'not an image file (.txt)'
+    (root/'dog'/'empty.png').write_bytes(b'')
+    bad['empty.png'] = 'not a readable image'
+    (d/'.DS_Store').write_bytes(b'\0\1')
+    (root/'README.md').write_text('ignored: top-level file')  # neither is listed
     return root, keep, bad
 
 
@@ -97,13 +113,15 @@ def test_make_dls_skips_and_batches_are_rgb_float(broken):
 
 def test_exif_orientation_is_applied(tmp_path):
     im = Image.new('RGB', (40, 20), (0, 128, 0))
-    exif = Image.Exif(); exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     im.save(tmp_path/'phone.jpg', exif=exif.tobytes())
     assert load_rgb(tmp_path/'phone.jpg').size == (20, 40)
 
 
 def test_check_image_minimum_side(tmp_path):
-    Image.new('L', (8, 8)).save(tmp_path/'d.png'); Image.new('L', (7, 30)).save(tmp_path/'thin.png')
+    Image.new('L', (8, 8)).save(tmp_path/'d.png')
+    Image.new('L', (7, 30)).save(tmp_path/'thin.png')
     assert check_image(tmp_path/'d.png') is None  # digits are 8x8: accepted
     assert 'too small: 7x30' in check_image(tmp_path/'thin.png')
 
@@ -111,20 +129,29 @@ def test_check_image_minimum_side(tmp_path):
 def test_folder_errors(tmp_path):
     with pytest.raises(FolderError, match='folder not found'): scan_images(tmp_path/'nope')
     with pytest.raises(FolderError, match='no images found .*expected one sub-folder per class'): scan_images(tmp_path)
-    (tmp_path/'cats').mkdir(); _good((1, 2, 3)).save(tmp_path/'cats'/'a.png')
+    (tmp_path/'cats').mkdir()
+    _good((1, 2, 3)).save(tmp_path/'cats'/'a.png')
     with pytest.raises(FolderError, match=r'only one class \(cats\)'): make_dls(tmp_path, CFG)
     with pytest.raises(FolderError, match='is a file'): scan_images(tmp_path/'cats'/'a.png')
-    loose = tmp_path/'loose'; loose.mkdir(); _good((1, 2, 3)).save(loose/'x.png')
+    loose = tmp_path/'loose'
+    loose.mkdir()
+    _good((1, 2, 3)).save(loose/'x.png')
     with pytest.raises(FolderError, match='no class sub-folders'): scan_images(loose)
     with pytest.raises(FolderError, match='not a folder or a known dataset'): get_dataset('no-such-dataset')
-    allbad = tmp_path/'allbad'; (allbad/'a').mkdir(parents=True); (allbad/'b').mkdir(); (allbad/'a'/'x.jpg').write_bytes(b'junk')
+    allbad = tmp_path/'allbad'
+    (allbad/'a').mkdir(parents=True)
+    (allbad/'b').mkdir()
+    (allbad/'a'/'x.jpg').write_bytes(b'junk')
     with pytest.raises(FolderError, match='all 1 files were skipped'): scan_images(allbad)
     msg = str(pytest.raises(FolderError, scan_images, tmp_path/'nope').value)
     assert '\n' not in msg
 
 
 def test_empty_class_is_left_out_with_a_warning(tmp_path):
-    for c in ('a', 'b'): (tmp_path/c).mkdir(); [_good((i*40, 0, 0)).save(tmp_path/c/f'{i}.png') for i in range(3)]
+    for c in ('a', 'b'):
+        (tmp_path/c).mkdir()
+        for i in range(3):
+            _good((i*40, 0, 0)).save(tmp_path/c/f'{i}.png')
     (tmp_path/'empty_class').mkdir()
     with pytest.warns(UserWarning, match='empty_class'): rep = scan_images(tmp_path)
     assert rep.classes == ['a', 'b'] and rep.empty_classes == ['empty_class']
@@ -160,7 +187,8 @@ def test_split_and_subset():
     with pytest.warns(UserWarning, match=r'fewer than n_per_class=4 .* c \(1\)'): sub = subset_per_class(train, labels, 4, seed=1)
     assert Counter(labels[i] for i in sub) == {'a': 4, 'b': 4, 'c': 1}
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore'); again = subset_per_class(train, labels, 4, seed=1)
+        warnings.simplefilter('ignore')
+        again = subset_per_class(train, labels, 4, seed=1)
     assert sub == again and set(sub) <= set(train)
 
 
@@ -193,15 +221,19 @@ def test_scan_cache_notices_changed_files(tmp_path, monkeypatch):
     assert [Path(f).name for f, _ in scan_images(data).skipped] == [victim.name]
 
 
-def test_build_once_is_atomic_and_race_safe(tmp_path):
+def testbuild_once_is_atomic_and_race_safe(tmp_path):
     def fail(tmp):
-        (tmp/'half.txt').write_text('x'); raise RuntimeError('interrupted')
-    with pytest.raises(RuntimeError): _build_once(tmp_path/'ds', fail)
+        (tmp/'half.txt').write_text('x')
+        raise RuntimeError('interrupted')
+    with pytest.raises(RuntimeError): build_once(tmp_path/'ds', fail)
     assert not (tmp_path/'ds').exists() and not list(tmp_path.glob('.tmp-*'))
     calls = []
     def slow(tmp):
-        calls.append(1); (tmp/'f.txt').write_text('x'); time.sleep(0.3); return {}
-    threads = [threading.Thread(target=_build_once, args=(tmp_path/'ds', slow)) for _ in range(2)]
+        calls.append(1)
+        (tmp/'f.txt').write_text('x')
+        time.sleep(0.3)
+        return {}
+    threads = [threading.Thread(target=build_once, args=(tmp_path/'ds', slow)) for _ in range(2)]
     for t in threads: t.start()
     for t in threads: t.join()
     assert sorted(p.name for p in (tmp_path/'ds').iterdir()) == ['f.txt', 'meta.json'] and not list(tmp_path.glob('.tmp-*'))
@@ -230,7 +262,8 @@ def test_shapes_masks_and_cue(tmp_path):
         assert mask_path(r.file) == r.mask and r.mask.exists()
         img, m = np.asarray(Image.open(r.file)).astype(float), load_mask(r.file)
         assert m.shape == (64, 64) and m.sum() > 20
-        core = m.copy(); core[1:-1, 1:-1] &= m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+        core = m.copy()
+        core[1:-1, 1:-1] &= m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
         assert (np.linalg.norm(img[core] - r.colour, axis=1) < 30).mean() > 0.98  # the mask covers the shape
         assert r.cue == (r.split == 'train')
         if r.cue: assert tuple(img[1, 1].astype(int)) == CUE_COLOURS[r.label] and not m[:3, :3].any()
@@ -255,7 +288,8 @@ def test_shipped_sample_folder():
 
 
 def test_arrange_by_filename(tmp_path):
-    src = tmp_path/'images'; src.mkdir()
+    src = tmp_path/'images'
+    src.mkdir()
     for n in ('Bengal_1', 'Bengal_22', 'pug_3', 'pug_4', 'pug_5'): _good((9, 9, 9)).save(src/f'{n}.jpg')
     (src/'list.mat').write_bytes(b'x')
     out = arrange_by_filename(src, tmp_path/'by_class')
@@ -270,7 +304,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture
 def web(tmp_path):
     "A local HTTP server on 127.0.0.1 serving a .tgz and a .zip of a tiny folder-per-class tree."
-    site = tmp_path/'site'; tree = tmp_path/'tiny'
+    site = tmp_path/'site'
+    tree = tmp_path/'tiny'
     for c in ('ants', 'bees'):
         (tree/c).mkdir(parents=True)
         for i in range(3): _good((i*60, 100, 0) if c == 'ants' else (0, 100, i*60)).save(tree/c/f'{c}{i}.png')
@@ -281,7 +316,8 @@ def web(tmp_path):
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), partial(_Quiet, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f'http://127.0.0.1:{server.server_address[1]}', site
-    server.shutdown(); server.server_close()
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.mark.net
@@ -314,6 +350,7 @@ def test_broken_archive_is_not_kept(tmp_path, web):
 
 def test_class_only_in_valid_is_a_clear_error(tmp_path):
     for split, cls, n in (('train', 'cat', 4), ('train', 'dog', 4), ('valid', 'cat', 2), ('valid', 'Dog', 2)):
-        d = tmp_path/split/cls; d.mkdir(parents=True)
+        d = tmp_path/split/cls
+        d.mkdir(parents=True)
         for i in range(n): Image.new('RGB', (20, 20), (10*i, 0, 0)).save(d/f'{i}.png')
     with pytest.raises(FolderError, match='Dog.*no training images'): make_dls(tmp_path)

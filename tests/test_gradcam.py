@@ -2,7 +2,10 @@
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
+import subprocess
+import sys
 from pathlib import Path
+
 import numpy as np
 import pytest
 import timm
@@ -120,6 +123,19 @@ def test_target_validation(resnet, x):
     assert torch.allclose(grad_cam(resnet, x), grad_cam(resnet, x, target=pred))
 
 
+def test_return_logits_come_from_the_same_pass(resnet, x):
+    maps, logits = grad_cam(resnet, x, 'layer4', 1, return_logits=True)
+    with torch.no_grad(): ref = resnet(x)
+    assert torch.allclose(logits, ref, atol=1e-5) and torch.allclose(maps, grad_cam(resnet, x, 'layer4', 1))
+    assert logits.dtype == torch.float32 and hook_count(resnet) == 0
+
+
+def test_module_does_not_import_fastai():
+    "`finetune-course explain` goes through the lean path: gradcam -> inference, datasets (no fastai)."
+    code = "import sys, finetune_course.gradcam; sys.exit('fastai' in sys.modules)"
+    assert subprocess.run([sys.executable, '-c', code]).returncode == 0, 'importing finetune_course.gradcam pulled in fastai'
+
+
 def test_localization_scores():
     cams = torch.tensor([[[0., 1.], [3., 0.]], [[2., 0.], [0., 2.]]])
     masks = torch.tensor([[[True, True], [False, False]], [[True, False], [False, False]]])
@@ -151,7 +167,8 @@ def test_files_with_saved_model_meta(image_files, tmp_path, lite0):
     assert 0 <= r.images.min() and r.images.max() <= 1 and len(r.preds) == 6
     fig = gradcam_grid(model, image_files, meta, ncols=3)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert len(titles) == 6 and all('actual' in t for t in titles); plt.close(fig)
+    assert len(titles) == 6 and all('actual' in t for t in titles)
+    plt.close(fig)
     table = explain_files(model, meta, image_files + image_files[:1], tmp_path/'out', bs=4)
     assert len(table) == 7 and table.overlay.nunique() == 7 and all(Path(p).is_file() for p in table.overlay)
     assert set(table.pred) <= {'a', 'b', 'c'}
@@ -172,5 +189,6 @@ def test_files_with_learner(image_files):
     xb = torch.cat([b[0] for b in dls.test_dl(image_files[:4], num_workers=0)])
     assert torch.allclose(r.cams, grad_cam(learn.model, xb), atol=1e-6)
     fig = gradcam_grid(learn, image_files[:4], actual=None, ncols=2)
-    assert not any('actual' in ax.get_title() for ax in fig.axes); plt.close(fig)
+    assert not any('actual' in ax.get_title() for ax in fig.axes)
+    plt.close(fig)
 

@@ -166,16 +166,20 @@ def test_split_is_seeded(case):
 
 def test_figures(case):
     fig = case.plot_confusion_matrix()
-    assert len(fig.axes) == 2; plt.close(fig)
+    assert len(fig.axes) == 2
+    plt.close(fig)
     fig = reliability_figure({'before': case, 'after': case.with_temperature(2.0)}, n_bins=10)
-    assert len(fig.axes) == 2 and 'ECE' in fig.axes[0].get_title(); plt.close(fig)
+    assert len(fig.axes) == 2 and 'ECE' in fig.axes[0].get_title()
+    plt.close(fig)
     fig = case.plot_reliability()
-    assert f'ECE {case.ece():.3f}' in fig.axes[0].get_title(); plt.close(fig)
+    assert f'ECE {case.ece():.3f}' in fig.axes[0].get_title()
+    plt.close(fig)
     imgs = [np.random.default_rng(i).random((8, 8, 3)) for i in range(len(case))]
     with_imgs = Interpretation(case.probs, case.targets, case.vocab, items=imgs)
     fig = with_imgs.plot_top_losses(4, ncols=2)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert len(titles) == 4 and all('pred ' in t and 'actual ' in t and 'loss ' in t for t in titles); plt.close(fig)
+    assert len(titles) == 4 and all('pred ' in t and 'actual ' in t and 'loss ' in t for t in titles)
+    plt.close(fig)
 
 
 def test_from_learner_uses_one_pass():
@@ -197,5 +201,8 @@ def test_from_learner_uses_one_pass():
     with torch.no_grad(): logits = learn.model(x)
     assert torch.allclose(it.logits, logits, atol=1e-6)
     assert torch.allclose(it.losses, F.cross_entropy(logits, y, reduction='none'), atol=1e-5)
-    it.confusion_matrix(); it.per_class_table(); it.ece(); it.top_losses(3)
+    it.confusion_matrix()
+    it.per_class_table()
+    it.ece()
+    it.top_losses(3)
     assert len(calls) == 5

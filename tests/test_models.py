@@ -1,4 +1,4 @@
-"Unit tests for finetune_course.models: weights conversion, ImageNet sanity, groups, freezing, BatchNorm, save/load, offline errors."
+"Unit tests for finetune_course.weights and finetune_course.models: conversion, ImageNet sanity, offline errors, groups, BatchNorm, saving."
 import functools
 import http.server
 import threading
@@ -14,11 +14,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from finetune_course.config import cache_dir, get_config, set_seed
-from finetune_course import models as M
+from finetune_course import weights as W
 from finetune_course.weights import (WeightsMismatchError, WeightsUnavailableError, bundled_source_file,
                                      bundled_weights, get_backbone, imagenet_topk, load_backbone, map_state_dict)
 from finetune_course.inference import load_model, predict_files
-from finetune_course.models import BodyBNEval, body_bn_layers, build_model, make_learner, save_model, stage_splitter
+from finetune_course.models import (BodyBNEval, body_bn_layers, bn_param_ids, build_model, make_learner, save_model, stage_splitter,
+                                    trains_by_group)
 
 
 def _tiny_folder(root, n_train=10, n_valid=4, size=40):
@@ -89,7 +90,7 @@ def test_imagenet_sanity_chelsea_and_coffee():
 
 def test_registry_normalization():
     assert get_backbone().mean == get_backbone().std == (0.5, 0.5, 0.5)
-    assert get_backbone('resnet50').mean == M.IMAGENET_MEAN
+    assert get_backbone('resnet50').mean == W.IMAGENET_MEAN
     assert get_backbone('torchvision/resnet18').source == 'torchvision'
     with pytest.raises(ValueError, match='unknown backbone'): get_backbone('not_a_model_xyz')
 
@@ -106,7 +107,7 @@ def empty_home(tmp_path, monkeypatch):
 
 
 def test_offline_error_is_fast_and_helpful(empty_home, monkeypatch):
-    if M.cached_weights('resnet50') is not None: pytest.skip('resnet50 weights are cached here')
+    if W.cached_weights('resnet50') is not None: pytest.skip('resnet50 weights are cached here')
     t0 = time.time()
     with pytest.raises(WeightsUnavailableError) as e: load_backbone('resnet50', pretrained=True)
     assert time.time() - t0 < 5
@@ -114,8 +115,8 @@ def test_offline_error_is_fast_and_helpful(empty_home, monkeypatch):
     assert 'could not download weights for resnet50 (offline?)' in msg and "backbone='tf_efficientnet_lite0'" in msg
     assert 'pretrained=False' in msg and 'weights=PATH' in msg and '\n' not in msg
     # also when the hub is not marked offline but cannot be reached
-    monkeypatch.setattr(M, '_hf_offline', lambda: False)
-    monkeypatch.setattr(M, 'host_reachable', lambda url, timeout=3.0: False)
+    monkeypatch.setattr(W, '_hf_offline', lambda: False)
+    monkeypatch.setattr(W, 'host_reachable', lambda url, timeout=3.0: False)
     t0 = time.time()
     with pytest.raises(WeightsUnavailableError, match='offline'): build_model('resnet50', 3)
     with pytest.raises(WeightsUnavailableError, match='offline'): load_backbone('torchvision/resnet18')
@@ -124,7 +125,7 @@ def test_offline_error_is_fast_and_helpful(empty_home, monkeypatch):
 
 def test_host_reachable_fails_fast_on_closed_port():
     t0 = time.time()
-    assert not M.host_reachable('http://127.0.0.1:9', timeout=1)
+    assert not W.host_reachable('http://127.0.0.1:9', timeout=1)
     assert time.time() - t0 < 2
 
 
@@ -276,7 +277,7 @@ def test_load_model_needs_no_network_or_pickle(tiny_path, cfg, tmp_path, monkeyp
     out = save_model(learn, tmp_path/'m')
     def no_pickle(*a, **k): raise AssertionError('torch.load called')
     monkeypatch.setattr(torch, 'load', no_pickle)
-    monkeypatch.setattr(M, 'host_reachable', lambda *a, **k: (_ for _ in ()).throw(AssertionError('network probed')))
+    monkeypatch.setattr(W, 'host_reachable', lambda *a, **k: (_ for _ in ()).throw(AssertionError('network probed')))
     model, meta = load_model(out)
     for k, v in learn.model.state_dict().items(): assert torch.equal(model.state_dict()[k], v.cpu()), k
 
@@ -296,16 +297,31 @@ def test_predict_files_follows_the_validation_resize(tiny_path, cfg, tmp_path, k
 
 def test_hub_path_hands_over_to_timm_when_reachable(empty_home, monkeypatch):
     "Online (simulated: probe says yes, hub not marked offline), uncached hub weights are fetched by timm itself."
-    if M.cached_weights('resnet50') is not None: pytest.skip('resnet50 weights are cached here')
+    if W.cached_weights('resnet50') is not None: pytest.skip('resnet50 weights are cached here')
     calls, real = [], timm.create_model
     def fake_create(name, pretrained=False, **kw):
         calls.append((name, pretrained))
         return real(name, pretrained=False, **kw)
-    monkeypatch.setattr(M, '_hf_offline', lambda: False)
-    monkeypatch.setattr(M, 'host_reachable', lambda url, timeout=3.0: True)
-    monkeypatch.setattr(M.timm, 'create_model', fake_create)
+    monkeypatch.setattr(W, '_hf_offline', lambda: False)
+    monkeypatch.setattr(W, 'host_reachable', lambda url, timeout=3.0: True)
+    monkeypatch.setattr(W.timm, 'create_model', fake_create)
     model = load_backbone('resnet50')
     assert calls == [('resnet50', True)] and model.num_classes == 0
     def failing(name, pretrained=False, **kw): raise OSError('connection reset')
-    monkeypatch.setattr(M.timm, 'create_model', failing)
+    monkeypatch.setattr(W.timm, 'create_model', failing)
     with pytest.raises(WeightsUnavailableError, match='could not download weights for resnet50'): load_backbone('resnet50')
+
+
+def test_bn_param_ids_and_trains_by_group(tiny_path, cfg):
+    model = build_model(n_out=3, pretrained=False)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bn_param_ids(model) == {id(p) for m in bns for p in m.parameters()} and len(bns) == 49 + 2
+    learn = make_learner(_dls(tiny_path), cfg=cfg)
+    learn.opt = None
+    assert trains_by_group(learn) == [False]*6 + [True] and learn.opt is not None  # the optimizer is created
+    learn.freeze_to(-3)
+    assert trains_by_group(learn) == [False]*4 + [True]*3
+    learn.unfreeze()
+    assert trains_by_group(learn) == [True]*7
+    for p in learn.model.parameters(): p.requires_grad_(id(p) in bn_param_ids(learn.model))
+    assert trains_by_group(learn) == [False]*7  # BatchNorm scale and shift alone do not make a group train

@@ -6,8 +6,8 @@ import pytest
 from nbdev.test import test_nb as run_notebook
 
 NBS = Path(__file__).resolve().parent.parent/'nbs'
-# the course (lessons/) and the library reference (api/), one test each
-NOTEBOOKS = sorted(p for sub in ('lessons', 'api') for p in (NBS/sub).glob('*.ipynb') if not p.name.startswith('_'))
+# the home page (index), the course (lessons/) and the library reference (api/), one test each
+NOTEBOOKS = sorted(p for sub in ('.', 'lessons', 'api') for p in (NBS/sub).glob('*.ipynb') if not p.name.startswith('_'))
 # cells tagged `#| cuda` also run where a GPU is present; `#| net`, `#| slow`, `#| notest` never run here
 FORCE = ['cuda'] if os.environ.get('FTC_TEST_CUDA') else []
 SKIP = [f for f in ('notest', 'slow', 'cuda', 'net') if f not in FORCE]

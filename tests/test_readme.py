@@ -19,3 +19,16 @@ def test_readme_quick_start_has_the_two_commands():
 
 def test_ci_calls_the_readme_test_command():
     assert 'make test' in (ROOT/'.ci'/'run').read_text()
+
+
+def test_readme_python_example_imports():
+    "The names the README's Python example imports exist in the library (its modules move in redesigns)."
+    import importlib
+    import re
+    text = (ROOT/'README.md').read_text()
+    found = re.findall(r'^from (finetune_course\.\w+) import (.+)$', text, re.M)
+    assert found
+    for module, names in found:
+        mod = importlib.import_module(module)
+        for name in (n.strip() for n in names.split(',')):
+            assert hasattr(mod, name), f'README imports {name} from {module}, which has no such name'

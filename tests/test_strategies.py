@@ -1,10 +1,11 @@
-"The finetune module: parameter groups, freezing, discriminative rates, the learning-rate finder and the strategies."
+"The freeze, lr_find and strategies modules: parameter groups, freezing, discriminative rates, the learning-rate finder, the strategies."
 import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import even_mults
 
@@ -14,8 +15,9 @@ from finetune_course.monitor import DivergedError
 from finetune_course.freeze import (changes_by_group, gradual_schedule, group_lrs, param_groups_report, recipe_lrs,
                                     snapshot)
 from finetune_course.lr_find import find_lr
-from finetune_course.strategies import STRATEGIES, FitResult, PeakLRs, compare_strategies, fit, small_data_bs
-from finetune_course.models import make_learner
+from finetune_course.models import make_learner, trains_by_group
+from finetune_course.strategies import (STRATEGIES, FitResult, PeakLRs, ValidateLastEpoch, compare_strategies, final_metrics,
+                                        fit_strategy, small_data_bs)
 
 warnings.filterwarnings('ignore', category=UserWarning)
 
@@ -41,12 +43,6 @@ def learner(dls, cfg, **kw):
     return learn
 
 
-def trains(learn):
-    "Per group: does a non-BatchNorm parameter train?"
-    bn = {id(p) for m in learn.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
-    return [any(p.requires_grad for p in ps if id(p) not in bn) for ps in learn.opt.param_lists]
-
-
 def test_report_groups(dls, cfg):
     learn = learner(dls, cfg)
     rep = param_groups_report(learn)
@@ -65,9 +61,9 @@ def test_freeze_to_minus_two(dls, cfg):
     learn = learner(dls, cfg)
     n = len(learn.opt.param_lists)
     learn.freeze_to(-2)
-    assert trains(learn) == [False]*(n-2) + [True, True]
+    assert trains_by_group(learn) == [False]*(n-2) + [True, True]
     learn.unfreeze()
-    assert trains(learn) == [True]*n
+    assert trains_by_group(learn) == [True]*n
 
 
 def test_even_mults_rates(dls, cfg):
@@ -118,7 +114,7 @@ def test_pure_helpers():
 def test_strategies_run(dls, cfg, strategy):
     learn = learner(dls, cfg, pretrained=strategy != 'scratch')
     n = len(learn.opt.param_lists) if learn.opt is not None else len(learn.splitter(learn.model))
-    r = fit(learn, strategy, epochs=1, freeze_epochs=1, cfg=cfg)
+    r = fit_strategy(learn, strategy, epochs=1, freeze_epochs=1, cfg=cfg)
     assert isinstance(r, FitResult) and r.strategy == strategy and r.epochs == 2
     assert 0 <= r.accuracy <= 1 and math.isfinite(r.valid_loss) and r.seconds > 0
     assert len(r.lrs) == n and all(v >= 0 for v in r.lrs)
@@ -131,15 +127,37 @@ def test_strategies_run(dls, cfg, strategy):
 
 def test_fit_bad_input(dls, cfg):
     learn = learner(dls, cfg)
-    with pytest.raises(ValueError, match='unknown strategy'): fit(learn, 'warm')
-    with pytest.raises(ValueError, match='pretrained=False'): fit(learn, 'scratch')
-    with pytest.raises(ValueError, match='pretrained weights'): fit(learner(dls, cfg, pretrained=False), 'fine_tune')
-    with pytest.raises(ValueError, match='positive epoch budget'): fit(learn, epochs=0, freeze_epochs=0)
-    with pytest.raises(ValueError, match='positive learning rate'): fit(learn, lr=0)
+    with pytest.raises(ValueError, match='unknown strategy'): fit_strategy(learn, 'warm')
+    with pytest.raises(ValueError, match='pretrained=False'): fit_strategy(learn, 'scratch')
+    with pytest.raises(ValueError, match='pretrained weights'): fit_strategy(learner(dls, cfg, pretrained=False), 'fine_tune')
+    with pytest.raises(ValueError, match='positive epoch budget'): fit_strategy(learn, epochs=0, freeze_epochs=0)
+    with pytest.raises(ValueError, match='positive learning rate'): fit_strategy(learn, lr=0)
+
+
+class _CountValid(Callback):
+    "Counts validation batches, across fits."
+    def __init__(self): self.n = 0
+    def after_batch(self): self.n += not self.training
+
+
+def test_validate_last_epoch(dls, cfg):
+    "Only the last epoch of a fit validates; `final_metrics` reads it and agrees with a prediction pass."
+    learn, count = learner(dls, cfg), _CountValid()
+    with learn.added_cbs([ValidateLastEpoch(), count]): learn.fit_one_cycle(3, 1e-3)
+    assert count.n == len(dls.valid)
+    loss, acc = final_metrics(learn)
+    np.testing.assert_allclose((loss, acc), final_metrics(learn, from_recorder=False), rtol=1e-5)
+    train_loss, train_acc = final_metrics(learn, dl=dls.test_dl(dls.train_ds.items, with_labels=True))
+    assert 0 <= train_acc <= 1 and math.isfinite(train_loss)
+    count = _CountValid()
+    with learn.added_cbs([ValidateLastEpoch(total_epochs=3), count]):
+        learn.fit(1, 1e-4)
+        learn.fit(2, 1e-4)
+    assert count.n == len(dls.valid) # two fits, one validation: after the third epoch
 
 
 def test_divergence_is_caught(dls, cfg):
-    with pytest.raises(DivergedError, match='diverged'): fit(learner(dls, cfg), 'feature_extract', epochs=4, freeze_epochs=0, lr=1e4, cfg=cfg) # 12 steps
+    with pytest.raises(DivergedError, match='diverged'): fit_strategy(learner(dls, cfg), 'feature_extract', epochs=4, freeze_epochs=0, lr=1e4, cfg=cfg) # 12 steps
 
 
 def test_find_lr_restores_weights(dls, cfg):
