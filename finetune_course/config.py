@@ -6,7 +6,8 @@ Docs: https://finetune-course.github.io/finetune-course/api/config.html.md"""
 
 # %% auto #0
 __all__ = ['PROFILES', 'PACKAGES', 'detect_device', 'in_test', 'choose_profile', 'best_precision', 'cache_dir', 'Config',
-           'get_config', 'set_seed', 'package_version', 'package_versions', 'environment_report', 'json_safe']
+           'get_config', 'set_seed', 'package_version', 'package_versions', 'environment_report', 'json_safe',
+           'short_list', 'clean_text']
 
 # %% ../nbs/api/00_config.ipynb #c003
 import math
@@ -243,3 +244,18 @@ def json_safe(obj, # any value: dict, list, numpy/torch scalar or array, Path, d
     if hasattr(obj, 'tolist'):
         return json_safe(obj.tolist())
     return obj
+
+# %% ../nbs/api/00_config.ipynb #c101
+def short_list(items, # names (or anything with a str) to list
+               n:int=8, # how many to name before counting the rest
+               sep:str=', ', # between names
+              ) -> str:
+    "The first `n` of `items` joined by `sep`, then `... and K more` when there are more."
+    items = [str(x) for x in items]
+    head = sep.join(items[:n])
+    return head if len(items) <= n else f'{head}{sep}... and {len(items) - n} more'
+
+def clean_text(s, # a name from a file system or a model file
+              ) -> str:
+    "`s` with control characters (newline, tab, escape, ...) shown as `\\n`, `\\t`, `\\x1b`: safe on one line."
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(s))
