@@ -34,7 +34,7 @@ class UsageError(ValueError):
 
 # %% ../nbs/api/16_cli.ipynb #f010
 USER_ERRORS = ('data.FolderError', 'data.DownloadError', 'weights.WeightsUnavailableError',
-               'weights.WeightsMismatchError', 'monitor.DivergedError') # 'module.Class' inside finetune_course
+               'weights.WeightsMismatchError', 'monitor.DivergedError', 'inference.ModelFormatError') # 'module.Class' inside finetune_course
 _ALWAYS_USER_ERRORS = (UsageError, FileNotFoundError, NotADirectoryError)
 
 def _class_names(e:BaseException) -> set:
