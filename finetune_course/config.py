@@ -85,7 +85,8 @@ def best_precision(device:str, # the device name, e.g. from `detect_device`
     "`bf16` or `fp16` mixed precision on CUDA (bf16 where supported), `fp32` elsewhere."
     if not device.startswith('cuda'):
         return 'fp32'
-    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    # T4 and V100 only emulate bf16 (slowly): count native support only
+    return 'bf16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'fp16'
 
 # %% ../nbs/api/00_config.ipynb #c029
 def _cache_root() -> Path:
@@ -163,7 +164,7 @@ def get_config(profile:str|None=None, # 'quick' or 'full'; default chosen by `ch
 
 # %% ../nbs/api/00_config.ipynb #c045
 def set_seed(seed:int=42, # the seed for python, numpy and torch
-             reproducible:bool=True, # also make cuDNN deterministic (slower on GPU)
+             reproducible:bool=True, # on a GPU also ask for deterministic kernels (slower; see above)
             ) -> int:
     "Seed every random number generator a training run uses."
     random.seed(seed)
@@ -172,8 +173,10 @@ def set_seed(seed:int=42, # the seed for python, numpy and torch
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     if reproducible:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    if reproducible and torch.cuda.is_available():
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # read when cuBLAS starts its first handle
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return seed
 
 # %% ../nbs/api/00_config.ipynb #c049
