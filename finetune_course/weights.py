@@ -29,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from .config import cache_dir
+from .datasets import follow_umask
 
 # %% ../nbs/api/04_weights.ipynb #d360e673
 class WeightsUnavailableError(RuntimeError):
@@ -134,8 +135,14 @@ def bundled_weights(name:str='tf_efficientnet_lite0', # a key of `BUNDLED`
     src = torch.load(bundled_source_file(name), map_location='cpu', weights_only=True)
     tmp = dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
     meta = dict(source=BUNDLED[name]['dist'], converted_by='finetune_course')
-    save_file(map_state_dict(src, target), str(tmp), metadata=meta)
-    os.replace(tmp, dest)
+    try:
+        save_file(map_state_dict(src, target), str(tmp), metadata=meta)
+        os.replace(follow_umask(tmp), dest)
+    except PermissionError:
+        tmp.unlink(missing_ok=True)
+        msg = (f"cannot write the converted weights {dest} (permission denied); set FTC_HOME to a folder you can "
+               "write, or ask the cache's owner to convert them")
+        raise WeightsUnavailableError(msg) from None
     return dest
 
 # %% ../nbs/api/04_weights.ipynb #28b0c924
@@ -235,7 +242,7 @@ def download_weights(name:str, # backbone name (for the error message)
     tmp = dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
     try: torch.hub.download_url_to_file(url, str(tmp), progress=False)
     except OSError as e: raise WeightsUnavailableError(_offline_hint(name)) from e
-    os.replace(tmp, dest)
+    os.replace(follow_umask(tmp), dest)  # torch writes 0600: give it the umask's mode for a shared cache
     return dest
 
 # %% ../nbs/api/04_weights.ipynb #9a34b795
