@@ -225,6 +225,26 @@ def to_csv(self:HistoryCallback,
     (self.batches if batches else self.epochs).to_csv(path, index=False)
     return path
 
+# %% ../nbs/api/06_monitor.ipynb #2d257f1e
+_STATE_KEYS = ('n_fits', 'n_epochs', 'n_steps', 'n_classes', 'diverged')
+
+@patch
+def state_dict(self:HistoryCallback) -> dict:
+    "Everything recorded so far as JSON-able values: epoch and batch rows (records) and the counters."
+    return dict(epochs=[dict(r) for r in self._epoch_rows], batches=[dict(r) for r in self._batch_rows],
+                **{k: getattr(self, k) for k in _STATE_KEYS})
+
+@patch
+def load_state_dict(self:HistoryCallback,
+                    state:dict, # from `state_dict`
+                   ):
+    "Replace the history with `state` (recording stays off until the next fit)."
+    self.reset()
+    self._epoch_rows, self._batch_rows = [dict(r) for r in state['epochs']], [dict(r) for r in state['batches']]
+    for k in _STATE_KEYS: setattr(self, k, state.get(k))
+    self.n_fits, self.n_epochs, self.n_steps = int(self.n_fits or 0), int(self.n_epochs or 0), int(self.n_steps or 0)
+
+
 # %% ../nbs/api/06_monitor.ipynb #491b5307
 class DivergedError(CancelFitException):
     "Training diverged (NaN, inf or exploding loss); the message says where, and what to try."

@@ -12,12 +12,12 @@ from fastcore.basics import even_mults
 from finetune_course.config import get_config, set_seed
 from finetune_course.data import get_dataset, make_dls
 from finetune_course.monitor import DivergedError
-from finetune_course.freeze import (changes_by_group, gradual_schedule, group_lrs, param_groups_report, recipe_lrs,
-                                    snapshot)
+from finetune_course.freeze import (changes_by_group, fit_gradual, gradual_schedule, group_lrs, param_groups_report,
+                                    recipe_lrs, snapshot)
 from finetune_course.lr_find import find_lr
 from finetune_course.models import make_learner, trains_by_group
-from finetune_course.strategies import (STRATEGIES, FitResult, PeakLRs, ValidateLastEpoch, compare_strategies, final_metrics,
-                                        fit_strategy, small_data_bs)
+from finetune_course.strategies import (SCRATCH_LR, STRATEGIES, FitResult, PeakLRs, ValidateLastEpoch, compare_strategies,
+                                        final_metrics, fit_strategy, small_data_bs, strategy_plan)
 
 warnings.filterwarnings('ignore', category=UserWarning)
 
@@ -181,3 +181,48 @@ def test_find_lr_short_curve(dls, cfg):
     "A curve too short for `slide` gives NaN for it, not an IndexError."
     res = find_lr(learner(dls, cfg), num_it=20, end_lr=1, show_plot=True)
     assert math.isnan(res.slide) and math.isfinite(res.valley) and res.fig is not None
+
+
+def _old_runner(learn, strategy, freeze_epochs, epochs):
+    "The strategies as they ran before they became plans: the reference for `strategy_plan`."
+    head, body = recipe_lrs()
+    total = freeze_epochs + epochs
+    if strategy == 'fine_tune':
+        learn.freeze()
+        if freeze_epochs: learn.fit_one_cycle(freeze_epochs, head)
+        learn.unfreeze()
+        if epochs: learn.fit_one_cycle(epochs, body)
+    elif strategy == 'feature_extract':
+        learn.freeze()
+        learn.fit_one_cycle(total, head)
+    elif strategy == 'gradual': fit_gradual(learn, total)
+    elif strategy == 'discriminative':
+        learn.unfreeze()
+        learn.fit_one_cycle(total, body)
+    else:
+        learn.unfreeze()
+        learn.fit_one_cycle(total, SCRATCH_LR)
+
+
+def _seeded(tiny, cfg, strategy):
+    "A learner on fresh DataLoaders, both from seed 0 (so two of them train alike)."
+    set_seed(0)
+    d = make_dls(tiny, cfg, seed=0)
+    learn = make_learner(d, cfg=cfg, pretrained=strategy != 'scratch')
+    learn.remove_cb(ProgressCallback)
+    return learn
+
+
+@pytest.mark.parametrize('strategy,freeze_epochs,epochs', [('fine_tune', 1, 1), ('fine_tune', 0, 2), ('feature_extract', 1, 1),
+                                                           ('gradual', 1, 2), ('discriminative', 1, 1), ('scratch', 1, 1)])
+def test_plan_trains_as_before(tiny, cfg, strategy, freeze_epochs, epochs):
+    "Running a strategy's plan gives bitwise the weights and the numbers of the code it replaced."
+    old = _seeded(tiny, cfg, strategy)
+    with old.no_logging(), old.added_cbs(rec := PeakLRs()): _old_runner(old, strategy, freeze_epochs, epochs)
+    new = _seeded(tiny, cfg, strategy)
+    with new.no_logging(): r = fit_strategy(new, strategy, epochs=epochs, freeze_epochs=freeze_epochs, cfg=cfg)
+    assert all(torch.equal(a, b) for a, b in zip(old.model.state_dict().values(), new.model.state_dict().values()))
+    assert (r.valid_loss, r.accuracy) == final_metrics(old) and r.lrs == rec.lrs and r.phases == rec.fits
+    assert list(new.history.epochs.train_loss) == list(old.history.epochs.train_loss)
+    plan = strategy_plan(new, strategy, epochs=epochs, freeze_epochs=freeze_epochs, cfg=cfg)
+    assert sum(p['epochs'] for p in plan) == freeze_epochs + epochs == r.epochs and len(plan) == len(rec.fits)
