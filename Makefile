@@ -30,8 +30,8 @@ $(STAMP):
 install: $(STAMP)
 
 demo: $(STAMP)
-	@echo "==> finetune-course fit (embedded digits data, default backbone) -> runs/demo"
-	$(BIN)/finetune-course fit --out runs/demo
+	@echo "==> finetune-course fit (embedded digits data, default backbone) -> runs/demo (replacing the previous demo run)"
+	$(BIN)/finetune-course fit --out runs/demo --overwrite
 
 check-sync: $(STAMP)
 	@echo "==> checking that nbdev-export and nbdev-clean change nothing"

@@ -7,7 +7,7 @@ Docs: https://finetune-course.github.io/finetune-course/api/models.html.md"""
 # %% auto #0
 __all__ = ['build_model', 'stage_groups', 'stage_splitter', 'groups_table', 'body_bn_layers', 'head_bn_layers', 'bn_param_ids',
            'body_trains', 'trains_by_group', 'BodyBNEval', 'ensure_normalize', 'set_precision', 'make_learner',
-           'model_meta', 'save_model']
+           'model_meta', 'safetensors_bytes', 'save_model']
 
 # %% ../nbs/api/07_models.ipynb #2308e180
 import json
@@ -27,7 +27,7 @@ from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.vision.augment import RandomResizedCrop, Resize
 from fastai.vision.learner import add_head
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_save
 from torch import nn
 from .config import get_config, package_versions
 from .weights import get_backbone, load_backbone
@@ -298,13 +298,28 @@ def model_meta(learn:Learner, # a learner from `make_learner`
     return validate_meta(meta)
 
 # %% ../nbs/api/07_models.ipynb #f5e9cb8a
+def safetensors_bytes(tensors:dict, # name -> contiguous CPU tensor
+                      metadata:dict, # str -> str, stored in the header
+                     ) -> bytes:
+    "`tensors` as a safetensors file whose header is deterministic (safetensors' own metadata order varies per process)."
+    raw = safetensors_save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], 'little')
+    header = json.loads(raw[8:8 + n])
+    header = {'__metadata__': dict(sorted(header.pop('__metadata__', {}).items())), **header}
+    text = json.dumps(header, separators=(',', ':')).encode()
+    text += b' ' * (-len(text) % 8) # the data starts 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, 'little') + text + raw[8 + n:]
+
 def _write_weights(model:nn.Module, f:Path):
     "The model's state dict as fp32 CPU tensors in safetensors, written to a temporary file and renamed."
     sd = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in model.state_dict().items()}
     tmp = f.with_name(f'.{f.name}.{os.getpid()}.tmp')
-    save_file(sd, str(tmp), metadata=dict(format='finetune-course', format_version=str(FORMAT_VERSION)))
-    os.replace(tmp, f)
+    try:
+        tmp.write_bytes(safetensors_bytes(sd, dict(format='finetune-course', format_version=str(FORMAT_VERSION))))
+        os.replace(tmp, f)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 def save_model(learn:Learner, # a learner from `make_learner`
                out_dir:str|Path, # folder to write model.safetensors and model.json into

@@ -89,7 +89,9 @@ def test_single_class(tmp_path):
 
 def test_bad_arguments(tmp_path):
     assert cli('fit', '--strategy', 'nonsense').returncode == 2
-    assert_one_line_error(cli('fit', '--epochs', '0', '--out', tmp_path/'o'), 'epochs')
+    assert_one_line_error(cli('fit', '--epochs', '-1', '--out', tmp_path/'o'), '--epochs must be at least 0')
+    assert_one_line_error(cli('fit', '--epochs', '0', '--freeze-epochs', '0', '--out', tmp_path/'o'), 'both 0')
+    assert not (tmp_path/'o').exists()
     assert_one_line_error(cli('predict', tmp_path/'no-model', 'x.png'), 'model.safetensors')
 
 
