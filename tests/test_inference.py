@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from finetune_course.config import get_config, set_seed
-from finetune_course.inference import (HEAD_DEFAULTS, ModelFormatError, build_network, image_tensor, load_model, make_head,
-                                       predict_files, validate_meta)
+from finetune_course.inference import (EXTENSION_KEYS, HEAD_DEFAULTS, ModelFormatError, build_network, image_tensor, load_model,
+                                       make_head, predict_files, validate_meta)
 
 ROOT = Path(__file__).resolve().parent.parent
 FASTAI_FREE = "import sys; bad = sorted(m for m in sys.modules if m.split('.')[0] == 'fastai'); assert not bad, bad"
@@ -114,21 +114,34 @@ def _meta(**kw):
 
 @pytest.mark.parametrize('change, message', [
     (dict(format='other'), "format must be 'finetune-course'"),
-    (dict(format_version=2), 'format_version must be an integer from 1 to 1'),
-    (dict(n_out=2.5), 'n_out must be a positive integer'),
-    (dict(classes=['a', 'a']), 'distinct class names'),
-    (dict(mean=[0.5, 0.5]), 'mean must be a list of 3 numbers'),
+    (dict(format_version=2), 'format_version 2 is newer than this finetune-course reads (up to 1); upgrade it'),
+    (dict(format_version=0), 'format_version must be a positive integer'),
+    (dict(n_out=2.5), 'n_out must be a whole number of classes from 1 to 100,000'),
+    (dict(n_out=500_000_000_000, classes=['a', 'b']), 'n_out must be a whole number of classes from 1 to 100,000'),
+    (dict(classes=['a', 'a']), 'distinct, non-empty class names'),
+    (dict(classes=['a', '']), 'distinct, non-empty class names'),
+    (dict(classes=['a', 'b', 'c']), '3 classes but n_out is 2'),
+    (dict(mean=[0.5, 0.5]), 'mean must be a list of 3 finite numbers'),
+    (dict(mean=[float('nan'), 0.5, 0.5]), 'mean must be a list of 3 finite numbers'),
+    (dict(std=[0, 0, 0]), 'std must be a list of 3 positive numbers'),
+    (dict(std=[float('inf'), 1, 1]), 'std must be a list of 3 positive numbers'),
+    (dict(size=[4000, 4000]), 'size must be [height, width] in pixels, each from 1 to 1024'),
+    (dict(arch='../../etc/passwd'), 'arch must be a backbone this library knows'),
+    (dict(arch='torchvision/not_a_model'), 'arch must be a backbone this library knows'),
+    (dict(head=dict(lin_ftrs=[2**40])), 'lin_ftrs must be null or a list of at most 16 widths, each from 1 to 16,384'),
+    (dict(head=[1, 2]), 'head must be an object'),
     (dict(size=[32]), 'size must be [height, width]'),
     (dict(source='keras'), "source must be 'timm' or 'torchvision'"),
     (dict(n_in=1), 'n_in must be 3'),
     (dict(resize=dict(kind='Crop')), "kind must be 'Resize' or 'RandomResizedCrop'"),
     (dict(resize=dict(kind='Resize', pad_mode='wrap')), 'pad_mode must be'),
     (dict(head=dict(y_range=[0, 1])), 'unknown head option'),
-    (dict(head=dict(lin_ftrs=[0])), 'lin_ftrs must be null or a list of widths'),
+    (dict(head=dict(lin_ftrs=[0])), 'lin_ftrs must be null or a list of at most 16 widths'),
     (dict(head=dict(concat_pool='yes')), 'concat_pool must be true or false'),
 ])
 def test_validate_meta_rejects_wrong_known_values(change, message):
-    with pytest.raises(ModelFormatError, match=message.replace('[', r'\[').replace('(', r'\(')): validate_meta(_meta(**change))
+    with pytest.raises(ModelFormatError) as e: validate_meta(_meta(**change))
+    assert message in str(e.value) and '\n' not in str(e.value), str(e.value)
 
 
 def test_validate_meta_accepts_extensions_and_fills_defaults():
@@ -149,9 +162,36 @@ def test_tampered_folders_fail_in_one_line(fitted, tmp_path):
         return d
     meta = json.loads((out/'model.json').read_text())
     with pytest.raises(ModelFormatError, match='n_out must be'): load_model(copy('bad-n-out', {**meta, 'n_out': -1}))
-    with pytest.raises(ModelFormatError, match='not a readable safetensors'): load_model(copy('cut', weights=b'\x00'*64))
+    with pytest.raises(ModelFormatError, match='its header is not a JSON object'): load_model(copy('zeros', weights=b'\x00'*64))
+    weights = (out/'model.safetensors').read_bytes()
+    with pytest.raises(ModelFormatError, match='runs past the end of the file'): load_model(copy('cut', weights=weights[:-1]))
     from finetune_course.weights import WeightsMismatchError
-    with pytest.raises(WeightsMismatchError, match='does not fit resnet18'): load_model(copy('arch', {**meta, 'arch': 'resnet18'}))
+    with pytest.raises(WeightsMismatchError, match='does not fit resnet18 with 10 classes'):
+        load_model(copy('arch', {**meta, 'arch': 'resnet18'}))
+    with pytest.raises(WeightsMismatchError, match=r'\(3, 512\) in the network'):
+        load_model(copy('three', {**meta, 'n_out': 3, 'classes': meta['classes'][:3]}))
     (tmp_path/'json-only').mkdir()
     (tmp_path/'json-only'/'model.json').write_text((out/'model.json').read_text())
     with pytest.raises(FileNotFoundError, match='no model.safetensors'): load_model(tmp_path/'json-only')
+
+
+def test_every_extension_key_is_accepted():
+    meta = validate_meta(_meta(**{k: dict(note=k) for k in EXTENSION_KEYS}))
+    assert all(meta[k] == dict(note=k) for k in EXTENSION_KEYS)
+
+
+def test_a_mismatch_is_found_on_the_meta_device(fitted, tmp_path, monkeypatch):
+    "vit_giant (4.8 GB if built) against the digits weights: only a `meta`-device network is built, nothing is loaded."
+    import finetune_course.inference as inference
+    from finetune_course.weights import WeightsMismatchError
+    _, out = fitted
+    d = tmp_path/'giant'
+    d.mkdir()
+    (d/'model.safetensors').write_bytes((out/'model.safetensors').read_bytes())
+    (d/'model.json').write_text(json.dumps({**json.loads((out/'model.json').read_text()), 'arch': 'vit_giant_patch14_224'}))
+    devices, build = [], inference.build_network
+    monkeypatch.setattr(inference, 'build_network', lambda meta: devices.append(torch.get_default_device().type) or build(meta))
+    monkeypatch.setattr(inference, '_load_state', lambda *a: pytest.fail('the real network was loaded'))
+    with pytest.raises(WeightsMismatchError, match='does not fit vit_giant_patch14_224 with 10 classes: .* tensors missing'):
+        load_model(d)
+    assert devices == ['meta']
