@@ -50,7 +50,7 @@ class UsageError(ValueError):
 USER_ERRORS = ('data.FolderError', 'data.DownloadError', 'weights.WeightsUnavailableError',
                'weights.WeightsMismatchError', 'monitor.DivergedError', 'inference.ModelFormatError',
                'strategies.CheckpointError') # 'module.Class' inside finetune_course
-_ALWAYS_USER_ERRORS = (UsageError, FileNotFoundError, NotADirectoryError)
+_ALWAYS_USER_ERRORS = (UsageError, FileNotFoundError, NotADirectoryError, PermissionError) # a path the user gave
 
 def _class_names(e:BaseException) -> set:
     "Dotted names of the classes `e` is an instance of."
@@ -405,15 +405,16 @@ def fit_dls(path, # a folder-per-class tree
 def skipped_files(dls, # from `make_dls`
                  ) -> list[dict]:
     "The files the folder scan skipped, as `{file, reason}` records."
-    return [dict(file=str(f), reason=r) for f, r in getattr(dls, 'skipped', [])]
+    from finetune_course.config import clean_text
+    return [dict(file=clean_text(f), reason=r) for f, r in getattr(dls, 'skipped', [])] # printable names (not UTF-8, newlines)
 
 def skipped_line(skipped:list, # from `skipped_files`
                  n_shown:int=10, # files named in full
                 ) -> str:
     "One line naming the skipped files and why."
-    names = '; '.join(f"{Path(s['file']).name} ({s['reason']})" for s in skipped[:n_shown])
-    more = ' ...' if len(skipped) > n_shown else ''
-    return f'skipped {len(skipped)} unreadable or unusable file(s): {names}{more}'
+    from finetune_course.config import short_list
+    names = short_list([f"{Path(s['file']).name} ({s['reason']})" for s in skipped], n=n_shown, sep='; ')
+    return f'skipped {len(skipped)} unreadable or unusable file(s): {names}'
 
 def data_line(path, dls, cfg) -> str:
     "One line saying what a run trains on, and where."
