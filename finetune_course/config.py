@@ -152,6 +152,12 @@ def _check_overrides(overrides:dict) -> dict:
     return {k: v for k, v in overrides.items() if v is not None}
 
 # %% ../nbs/api/00_config.ipynb #c041
+def _env_seed(text:str) -> int:
+    "`FTC_SEED` as a non-negative integer, or a one-line error."
+    if not text.strip().isdigit():
+        raise ValueError(f'FTC_SEED must be a non-negative integer, got {text!r}')
+    return int(text)
+
 def get_config(profile:str|None=None, # 'quick' or 'full'; default chosen by `choose_profile`
                device:str|None=None, # default chosen by `detect_device`
                **overrides, # any `Config` field, e.g. size=32
@@ -159,6 +165,8 @@ def get_config(profile:str|None=None, # 'quick' or 'full'; default chosen by `ch
     "Build the run configuration for this machine and profile."
     device = detect_device(device)
     settings = _profile_settings(choose_profile(profile, device), device)
+    if os.environ.get('FTC_SEED'):  # `make test-seeds` reruns the lessons with other base seeds
+        settings['seed'] = _env_seed(os.environ['FTC_SEED'])
     settings.update(_check_overrides(overrides))
     return Config(**settings)
 
