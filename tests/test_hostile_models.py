@@ -200,10 +200,14 @@ WORST = ['n_out 500000000000', 'lin_ftrs 2**40', 'lin_ftrs at the limit', 'size 
 
 MEASURE = '''
 import resource, sys
+import torch, timm, safetensors  # noqa: F401 (imported first: the baseline counts the libraries, not the case)
+import finetune_course.inference  # noqa: F401
 from finetune_course.cli import main
 img, dirs = sys.argv[1], sys.argv[2:]
+main(['predict', '/nonexistent-model-folder', img])  # the command path once, so its imports count in the baseline too
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 codes = [main(['predict', d, img]) for d in dirs]
-print('RESULT', codes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print('RESULT', codes, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 '''
 
 
@@ -217,8 +221,13 @@ def test_worst_cases_stay_under_1_gb(good, tmp_path, name):
                        env=env, timeout=600)
     result = [line for line in r.stdout.splitlines() if line.startswith('RESULT')]
     assert r.returncode == 0 and result, r.stderr[-3000:]
-    codes, peak_kib = eval(result[0].split(' ', 1)[1].rsplit(' ', 1)[0]), int(result[0].rsplit(' ', 1)[1])
+    fields = result[0].split(' ', 1)[1].rsplit(' ', 2)
+    codes, base_kib, peak_kib = eval(fields[0]), int(fields[1]), int(fields[2])
     assert codes == [2], r.stderr[-3000:]
-    assert 'Traceback' not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr[-3000:]
-    print(f'peak RSS {peak_kib/2**20:.2f} GB for {name}')
-    assert peak_kib*1024 < GB, f'peak RSS {peak_kib/2**20:.2f} GB for {name}'
+    lines = [line for line in r.stderr.splitlines() if '/nonexistent-model-folder' not in line]
+    assert 'Traceback' not in r.stderr and len(lines) == 1, r.stderr[-3000:]
+    extra = (peak_kib - base_kib)*1024
+    print(f'{name}: peak RSS {peak_kib/2**20:.2f} GB, {extra/2**20:.0f} MB above the process with its libraries loaded')
+    # the case itself (what once asked for terabytes) must allocate almost nothing; the libraries' own size
+    # (0.75-1.1 GB here, depending on the environment) is not the model folder's doing
+    assert extra < GB/4, f'{name}: {extra/2**20:.0f} MB allocated for one refused model folder'
