@@ -1,4 +1,4 @@
-"Shared helpers for benchmark scripts: where results go and what machine they ran on."
+"Shared helpers for benchmark scripts: where results go, what machine they ran on, paired differences over seeds."
 import json
 import time
 from pathlib import Path
@@ -15,3 +15,10 @@ def write_result(name: str, result: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2, default=str))
     print(f'wrote {path}')
     return path
+
+
+def paired(df, arm: str, a: str, b: str, column: str, index: str = 'seed') -> dict:
+    "Mean over `index` (seeds) of `column` for arm `a` minus arm `b` (arms named in column `arm`), with its standard error."
+    from finetune_course.config import paired_difference
+    wide = df.pivot_table(index=index, columns=arm, values=column).dropna(subset=[a, b])
+    return dict(a=a, b=b, column=column, **paired_difference(wide[a], wide[b], digits=4))

@@ -12,9 +12,9 @@ __all__ = ['USER_ERRORS', 'SIZE_RANGE', 'SMALL_SIZE', 'INTERRUPT_HOOK', 'CHECKPO
            'deferred_sigint', 'write_error', 'interrupt_hook', 'choose_strategy', 'fit_config', 'fit_dls',
            'skipped_files', 'skipped_line', 'data_line', 'fit_data', 'use_plain_progress', 'fit_learner',
            'last_epoch_callback', 'fit_interruptible', 'save_run', 'fit_metrics', 'write_fit_report', 'fit_summary',
-           'write_run', 'train_into', 'run_fit', 'resume_options', 'resume_plan', 'resume_fit', 'check_model_dir',
-           'validate_image_files', 'run_predict', 'run_explain', 'run_doctor', 'build_parser', 'report_error',
-           'exit_code_of', 'quiet_warnings', 'main']
+           'write_run', 'train_into', 'check_resume_options', 'run_fit', 'resume_options', 'resume_plan', 'resume_fit',
+           'check_model_dir', 'validate_image_files', 'run_predict', 'run_explain', 'run_doctor', 'build_parser',
+           'report_error', 'exit_code_of', 'quiet_warnings', 'main']
 
 # %% ../nbs/api/16_cli.ipynb #f003
 import argparse
@@ -675,6 +675,18 @@ def _options(data, cfg, dls, **given) -> dict:
     return dict(data=data, epochs=cfg.epochs, freeze_epochs=cfg.freeze_epochs, size=cfg.size, bs=dls.train.bs,
                 seed=cfg.seed, profile=cfg.profile, **given)
 
+_FIT_DEFAULTS = dict(backbone='tf_efficientnet_lite0', pretrained=True, strategy='fine_tune', aug='none') # the rest default to None
+
+def check_resume_options(run, # the --resume folder
+                         **given, # the other fit options as given (their defaults when not given)
+                        ):
+    "A one-line `UsageError` when options that would change the run come with `--resume`: it continues with the run's own."
+    changed = [k for k, v in given.items() if v != _FIT_DEFAULTS.get(k)]
+    if changed:
+        flags = ', '.join('--' + ('no-pretrained' if k == 'pretrained' else k.replace('_', '-')) for k in changed)
+        raise UsageError(f'--resume {run} continues with the options the run was made with; leave out {flags} '
+                         '(only --epochs N, to train N more, and --out, --overwrite, --no-report, --progress go with it)')
+
 def run_fit(data:str|None=None, /, # a built-in name (digits, shapes), a folder of class folders, or an archive URL (default: digits)
             out:str|None=None, # output folder (default: runs/latest; with --resume, the resumed run's folder)
             backbone:str='tf_efficientnet_lite0', # a timm model name or torchvision/<name>
@@ -700,6 +712,8 @@ def run_fit(data:str|None=None, /, # a built-in name (digits, shapes), a folder 
     "Fine-tune on `data`; write metrics.json, model.safetensors + model.json, history.csv and report.html into `out`."
     check_fit_options(epochs, size, bs, freeze_epochs, seed, lr, n_per_class, log)
     if resume is not None:
+        check_resume_options(resume, backbone=backbone, freeze_epochs=freeze_epochs, size=size, bs=bs, pretrained=pretrained,
+                             profile=profile, seed=seed, strategy=strategy, lr=lr, aug=aug, n_per_class=n_per_class)
         return resume_fit(resume, data, out, epochs, overwrite, report, progress, log)
     data, out = data or 'digits', out or 'runs/latest'
     target = check_out(out, overwrite)

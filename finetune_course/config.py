@@ -7,14 +7,16 @@ Docs: https://finetune-course.github.io/finetune-course/api/config.html.md"""
 # %% auto #0
 __all__ = ['PROFILES', 'PACKAGES', 'detect_device', 'in_test', 'choose_profile', 'best_precision', 'cache_dir', 'Config',
            'get_config', 'set_seed', 'package_version', 'package_versions', 'environment_report', 'json_safe',
-           'short_list', 'clean_text']
+           'short_list', 'clean_text', 'reference_result', 'reference_caption', 'paired_difference', 'verdict']
 
 # %% ../nbs/api/00_config.ipynb #c003
+import json
 import math
 import os
 import platform
 import random
 from dataclasses import dataclass, field, asdict, is_dataclass, replace
+from importlib.util import find_spec
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePath
 
@@ -270,3 +272,50 @@ def clean_text(s, # a name from a file system or a model file
               ) -> str:
     "`s` with control characters (newline, tab, escape, ...) shown as `\\n`, `\\t`, `\\x1b`: safe on one line."
     return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(s))
+
+# %% ../nbs/api/00_config.ipynb #c201
+def _results_dirs() -> list:
+    "Folders that may hold reference results: `FTC_RESULTS` if set, the checkout's `benchmarks/results`, the package's copy."
+    here = Path(find_spec('finetune_course').origin).resolve().parent # the package, also from a notebook
+    dirs = [Path(os.environ['FTC_RESULTS'])] if os.environ.get('FTC_RESULTS') else []
+    return dirs + [here.parent/'benchmarks'/'results', here/'results']
+
+def reference_result(name:str, # a benchmark's name: the stem of `benchmarks/results/<name>.json`
+                    ) -> dict:
+    "The JSON a benchmark script recorded; a one-line `FileNotFoundError` naming the script when it is missing."
+    for folder in _results_dirs():
+        path = folder/f'{name}.json'
+        if path.is_file(): return json.loads(path.read_text())
+    raise FileNotFoundError(f'no reference result {name!r}: run `python benchmarks/{name}.py` in the repository '
+                            f'(looked in {short_list(str(d) for d in _results_dirs())})')
+
+def reference_caption(result:dict, # a dict from `reference_result`
+                     ) -> str:
+    "One line: which benchmark, when, on what machine, with which threads and profile."
+    m = result.get('machine', {})
+    where = m.get('gpu_name') or f"{m.get('cpu_count', '?')}-core CPU"
+    extra = [f"{result['torch_threads']} thread(s)"] if 'torch_threads' in result else []
+    extra += [f"profile {result['profile']}"] if 'profile' in result else []
+    if 'seeds' in result: extra.append(f"seeds {short_list(result['seeds'])}")
+    return (f"reference result: benchmarks/results/{result.get('benchmark', '?')}.json, {str(result.get('written', '?'))[:10]}, "
+            f"{where}, torch {m.get('torch', '?')}" + ''.join(f', {e}' for e in extra))
+
+# %% ../nbs/api/00_config.ipynb #c203
+def paired_difference(a, # per-seed results of one arm (a sequence, or a pandas Series indexed by seed)
+                      b, # the other arm's, same seeds in the same order (or the same index)
+                      digits:int=5, # rounding of what is returned
+                     ) -> dict:
+    "Mean over seeds of `a - b`, paired by seed, with its standard error, the number of seeds and the per-seed values."
+    d = [float(x) - float(y) for x, y in zip(a, b, strict=True) if not (math.isnan(float(x)) or math.isnan(float(y)))]
+    if not d: raise ValueError('paired_difference needs at least one seed with both results')
+    mean = sum(d)/len(d)
+    se = math.sqrt(sum((x - mean)**2 for x in d)/(len(d) - 1)/len(d)) if len(d) > 1 else float('nan')
+    return dict(mean=round(mean, digits), se=round(se, digits), n=len(d), per_seed=[round(x, digits) for x in d])
+
+def verdict(mean:float, # a mean paired difference
+            se:float, # its standard error
+            k:float=2., # how many standard errors count as a difference
+           ) -> str:
+    "'higher' or 'lower' when `mean` is more than `k` standard errors from zero, else 'unclear'."
+    if not abs(mean) > k*se: return 'unclear'
+    return 'higher' if mean > 0 else 'lower'

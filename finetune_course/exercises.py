@@ -6,19 +6,23 @@ Docs: https://finetune-course.github.io/finetune-course/api/exercises.html.md"""
 
 # %% auto #0
 __all__ = ['MYSTERY_HISTORIES', 'Feedback', 'correct', 'hint', 'check_small_config', 'check_profile_diff', 'check_recipe_steps',
-           'check_pretrained_part', 'check_trainable', 'check_shortcut_shapes', 'check_small_digits', 'check_bad_files',
-           'check_unusable', 'check_valid_shares', 'check_resnet_stats', 'check_five_classes', 'check_convnext_bn',
-           'check_moving_bn', 'check_to_input', 'check_last_three', 'check_fully_frozen', 'check_stem_changes',
-           'check_trainable_after', 'check_still_training', 'check_lr_choice', 'check_slice_from_valley',
-           'check_stem_head_ratio', 'check_doubling', 'check_budget_margin', 'check_strategy_choice',
-           'check_digits_policy', 'check_ported', 'check_mask_pipeline', 'check_regime', 'check_retrain_epochs',
-           'check_overfit_rise', 'check_recall', 'check_swapped', 'check_macro_f1', 'check_recalls',
-           'check_actual_class_cam', 'check_pointing', 'check_count_calls', 'check_mass_share', 'check_notes_section',
-           'check_overfits', 'check_weakest_section', 'check_n_valid']
+           'check_pretrained_part', 'check_trainable', 'check_accuracy_of', 'check_most_changed',
+           'check_shortcut_shapes', 'check_small_digits', 'check_bad_files', 'check_unusable', 'check_valid_shares',
+           'check_resnet_stats', 'check_five_classes', 'check_convnext_bn', 'check_moving_bn', 'check_to_input',
+           'check_last_three', 'check_fully_frozen', 'check_stem_changes', 'check_trainable_after',
+           'check_still_training', 'check_lr_choice', 'check_slice_from_valley', 'check_steepest', 'check_smooth',
+           'check_stem_head_ratio', 'check_doubling', 'check_budget_margin', 'check_strategy_choice', 'check_one_cycle',
+           'check_fine_tune_peaks', 'check_digits_policy', 'check_ported', 'check_mask_pipeline', 'check_mirrors',
+           'check_regime', 'check_retrain_epochs', 'check_overfit_rise', 'check_epochs_to_keep', 'check_first_rise',
+           'check_recall', 'check_swapped', 'check_macro_f1', 'check_recalls', 'check_actual_class_cam',
+           'check_pointing', 'check_count_calls', 'check_mass_share', 'check_notes_section', 'check_overfits',
+           'check_weakest_section', 'check_n_valid', 'check_run_summary', 'check_fit_argv']
 
 # %% ../nbs/api/17_exercises.ipynb #1adbc0a0
+import contextlib
 import copy
 import html
+import io
 import json
 import math
 import re
@@ -31,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from fastai.callback.schedule import combined_cos
 from fastai.learner import Learner
+from fastcore.basics import even_mults
 from torch import nn
 
 from .config import Config, get_config
@@ -42,12 +48,13 @@ from .models import body_bn_layers, trains_by_group
 from .freeze import group_lrs, param_groups_report
 from .lr_find import LRFind
 from .strategies import STRATEGIES
-from .augment import augment_pair, policy, require_albumentations
+from .augment import AUG_PRESETS, augment_pair, policy, require_albumentations
 from . import diagnose
 from .diagnose import REGIMES, diagnose_fit
 from .interpret import Interpretation, fit_temperature, logits_of, per_class_table
 from .gradcam import gradcam_files, hook_count, mass_in_mask, pointing_game
 from .report import ReportSection
+from .cli import build_parser
 
 # %% ../nbs/api/17_exercises.ipynb #c870da8a
 @dataclass(frozen=True)
@@ -86,6 +93,17 @@ def _first_difference(got, # a dict of settings, or an object whose attributes a
         if value != want:
             return hint(f'{name} is {value!r}; {advice}')
     return None
+
+# %% ../nbs/api/17_exercises.ipynb #30ff2090
+def _attempt(fn, # the student's function
+             *args, # passed to it
+            ) -> tuple:
+    "(fn(*args), None), or (None, a hint naming the exception) when `fn` raises."
+    try:
+        return fn(*args), None
+    except Exception as e:
+        return None, hint(f'Your function raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""} '
+                          '(fix it and check again).')
 
 # %% ../nbs/api/17_exercises.ipynb #5492d891
 _SMALL_CONFIG = [('size', 32, 'pass size=32 to get_config.'), ('bs', 128, 'pass bs=128 to get_config.'),
@@ -156,6 +174,82 @@ def check_trainable(n:int, # your count of trainable parameters
         return correct()
     advice = 'only the head?' if n < truth else 'did you count parameters twice?'
     return hint(f'Not quite ({advice}): sum p.numel() over learn.model.parameters() where p.requires_grad.')
+
+# %% ../nbs/api/17_exercises.ipynb #de9f3a64
+class _FixedPreds:
+    "A stand-in learner whose `get_preds` returns fixed predictions and targets."
+    def __init__(self, probs, targets): self.probs, self.targets = probs, targets
+    def get_preds(self, *args, **kwargs): return self.probs, self.targets
+
+_TOY_PREDS = _FixedPreds(torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]), torch.tensor([0, 1, 1, 0]))
+
+def check_accuracy_of(fn, # your function: fn(learn) -> the share of validation images the model gets right
+                      learn, # the lesson's trained learner
+                     ) -> Feedback:
+    "Lesson 01, exercise 3: does `fn(learn)` compute the validation accuracy from `learn.get_preds()`?"
+    for name, l in (('your learner', learn), ('a stand-in learner with known predictions', _TOY_PREDS)):
+        probs, targets = l.get_preds()
+        want = (probs.argmax(1) == targets).float().mean().item()
+        got, failed = _attempt(fn, l)
+        if failed:
+            return hint(f'On {name}: ' + failed.message + ' Use only learn.get_preds().')
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return hint('Return one number: the share of right predictions, between 0 and 1.')
+        if abs(got - want) < 1e-6:
+            continue
+        if abs(got - 100*want) < 1e-4:
+            return hint('That is a percentage: return a share between 0 and 1.')
+        if abs(got - (1 - want)) < 1e-6:
+            return hint('That is the error rate: count the predictions that equal the targets.')
+        return hint(f'On {name} the accuracy is {want:.3f}, you said {got:.3f}: preds, targets = learn.get_preds(); '
+                    'the predicted class is preds.argmax(1); take the mean of (predicted == targets).')
+    return correct()
+
+# %% ../nbs/api/17_exercises.ipynb #9ef385a2
+def _relative_changes(before:dict, # name -> tensor, before training
+                      after:dict, # name -> tensor, after training
+                     ) -> dict:
+    "||after - before|| / ||before|| of every float tensor whose norm before is not zero."
+    out = {}
+    for k, b in before.items():
+        if b.is_floating_point() and b.norm() > 0:
+            out[k] = ((after[k].float() - b.float()).norm() / b.float().norm()).item()
+    return out
+
+_TOY_BEFORE = {'big': torch.tensor([10., 0.]), 'small': torch.tensor([0.1, 0.1]), 'zeros': torch.zeros(2),
+               'count': torch.tensor(3)}
+_TOY_AFTER = {'big': torch.tensor([11., 0.]), 'small': torch.tensor([0.2, 0.1]), 'zeros': torch.tensor([0.1, 0.]),
+              'count': torch.tensor(30)}
+
+def check_most_changed(fn, # your function: fn(before, after) -> the name of the tensor with the largest relative change
+                       before:dict, # a state dict copied before training (the lesson's `body_before`)
+                       after:dict, # the state dict after training
+                      ) -> Feedback:
+    "Lesson 01, exercise 4: does `fn` name the float tensor that moved most relative to its size (nonzero norm before)?"
+    for b, a in ((_TOY_BEFORE, _TOY_AFTER), (before, after)):
+        rel = _relative_changes(b, a)
+        want = max(rel, key=rel.get)
+        got, failed = _attempt(fn, b, a)
+        if failed:
+            return failed
+        if not isinstance(got, str):
+            return hint(f'Return the name of a tensor (a key of the state dict, a str), not {type(got).__name__}.')
+        if got == want:
+            continue
+        if got in b and not b[got].is_floating_point():
+            return hint(f'{got!r} is an integer buffer (like num_batches_tracked): compare float tensors only.')
+        if got in b and b[got].float().norm() == 0:
+            return hint(f'{got!r} was all zeros before: its relative change is undefined; skip tensors with norm 0.')
+        if got not in rel:
+            return hint(f'{got!r} is not the name of a tensor in `before`: return a key of the state dict.')
+        absolute = {k: (a[k].float() - b[k].float()).norm().item() for k in rel}
+        if got == max(absolute, key=absolute.get):
+            return hint(f'{got!r} moved most in absolute terms; divide each change by the norm of the tensor before.')
+        return hint(f'{got!r} changed by {rel[got]:.3g} of its size, {want!r} by {rel[want]:.3g}: '
+                    'compute ||after - before|| / ||before|| for every float tensor and take the largest.')
+    return correct(f'Correct: in this network {want!r} moved most, by {rel[want]:.3g} of its size.')
 
 # %% ../nbs/api/17_exercises.ipynb #10a563d0
 _SHORTCUT_SHAPES = [('size', 64, 'pass size=64.'), ('n_per_class', 20, 'pass n_per_class=20.'),
@@ -472,6 +566,84 @@ def check_slice_from_valley(learn, # a learner whose rates you set
                     '(the start of the slice).')
     return correct('Correct: slice(valley/100, valley) spaces the groups geometrically between the two.')
 
+# %% ../nbs/api/17_exercises.ipynb #e4e7d47f
+def _steepest(lrs, losses) -> tuple:
+    "fastai's `steep` rule: the index of the most negative slope of loss against log(lr), and the rate there."
+    lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
+    slopes = np.diff(losses) / np.diff(np.log(lrs))
+    i = int(np.nanargmin(slopes))
+    return i, lrs[i]
+
+def _toy_curves() -> list:
+    "Finder-like curves (rates log-spaced) whose steepest point differs on a log and on a linear axis."
+    lrs = np.logspace(-6, 0, 61)
+    x = np.log10(lrs)
+    return [(lrs, 2.3 - 0.8*np.tanh(2*(x + 4)) + 0.05*np.exp(x + 6)), (lrs, 2.0 - np.tanh(3*(x + 2)) + 3*lrs**2)]
+
+def check_steepest(fn, # your function: fn(lrs, losses) -> the rate where the loss falls fastest against log(lr)
+                   res:LRFind, # the finder's result, to try it on
+                  ) -> Feedback:
+    "Lesson 05, exercise 3: does `fn(lrs, losses)` find the rate of steepest descent, as fastai's `steep` rule does?"
+    for lrs, losses in [(res.lrs, res.losses)] + _toy_curves():
+        lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
+        i, want = _steepest(lrs, losses)
+        got, failed = _attempt(fn, lrs.copy(), losses.copy())
+        if failed:
+            return failed
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return hint('Return one rate, a float.')
+        if any(math.isclose(got, v, rel_tol=1e-6) for v in (want, lrs[i + 1])):
+            continue
+        slopes = np.diff(losses)
+        if math.isclose(got, lrs[int(np.nanargmin(losses))], rel_tol=1e-6):
+            return hint('That is where the loss is lowest; the steepest descent is where it falls fastest, before that.')
+        if math.isclose(got, lrs[int(np.nanargmax(slopes / np.diff(np.log(lrs))))], rel_tol=1e-6):
+            return hint('That is where the loss rises fastest: take the most negative slope (argmin).')
+        if math.isclose(got, lrs[int(np.nanargmin(slopes / np.diff(lrs)))], rel_tol=1e-6):
+            return hint('That is the steepest slope against the rate itself; the curve is read against log(lr): '
+                        'divide each change of loss by the change of log(lr).')
+        return hint(f'On this curve the steepest descent is at {want:.2e}, you said {got:.2e}: slopes = '
+                    'np.diff(losses) / np.diff(np.log(lrs)), then the rate at their argmin.')
+    return correct()
+
+# %% ../nbs/api/17_exercises.ipynb #410de4d7
+def _smoothed(raw, beta:float) -> np.ndarray:
+    "fastai's `AvgSmoothLoss`: an exponential moving average of `raw`, debiased by 1 - beta**(i+1)."
+    avg, out = 0., []
+    for i, loss in enumerate(raw):
+        avg = beta*avg + (1 - beta)*loss
+        out.append(avg / (1 - beta**(i + 1)))
+    return np.array(out)
+
+def check_smooth(fn, # your function: fn(raw, beta) -> the smoothed loss after each batch
+                ) -> Feedback:
+    "Lesson 05, exercise 4: does `fn(raw, beta)` smooth per-batch losses as the finder does (a debiased moving average)?"
+    raw = list(2.3 - 0.02*np.arange(40) + np.random.default_rng(0).normal(0, 0.2, 40))
+    for beta in (0.98, 0.9):
+        want = _smoothed(raw, beta)
+        got, failed = _attempt(fn, list(raw), beta)
+        if failed:
+            return failed
+        try:
+            got = np.asarray(got, float).ravel() if got is not None else np.array([])
+        except (TypeError, ValueError):
+            return hint('Return a list (or array) of numbers, one smoothed loss per batch.')
+        if got.shape != want.shape:
+            return hint(f'Return one smoothed value per batch: {len(raw)} values, you gave {got.size}.')
+        if np.allclose(got, want):
+            continue
+        biased = want * (1 - beta**np.arange(1, len(raw) + 1))
+        if np.allclose(got, biased):
+            return hint('The average starts at 0, so its first values are far too small: divide the i-th (from 0) '
+                        'by 1 - beta**(i + 1).')
+        if np.allclose(got, _smoothed(raw, 1 - beta)):
+            return hint('The weights are swapped: the old average keeps beta, the new loss gets 1 - beta.')
+        return hint(f'With beta={beta} the smoothed losses start {want[:3].round(3).tolist()}, yours '
+                    f'{got[:3].round(3).tolist()}: avg = beta*avg + (1 - beta)*loss, then avg / (1 - beta**(i + 1)).')
+    return correct('Correct: that is the curve the finder plots, and the one its suggestions read.')
+
 # %% ../nbs/api/17_exercises.ipynb #4dce1bcc
 def check_stem_head_ratio(learn, # a learner whose rates you set
                          ) -> Feedback:
@@ -535,6 +707,64 @@ def check_strategy_choice(small:str, # your strategy for 5 X-ray images per clas
         extra = f' Your {mine.strategy}: {mine.accuracy:.3f}; the lesson\'s {result.strategy}: {result.accuracy:.3f}.'
     return correct('Reasonable: keep the features for the tiny set (X-rays differ from ImageNet, but 5 images cannot '
                    'teach the body), let the body adapt with more data.' + extra)
+
+# %% ../nbs/api/17_exercises.ipynb #e5ce9ac7
+def check_one_cycle(fn, # your function: fn(peak, pct) -> the rate at fraction `pct` of a fit_one_cycle fit
+                   ) -> Feedback:
+    "Lesson 06, exercise 5: does `fn(peak, pct)` give `fit_one_cycle`'s rate (pct_start=0.25, div=25, div_final=1e5)?"
+    for peak in (1e-3, 1e-2):
+        sched = combined_cos(0.25, peak/25, peak, peak/1e5)
+        for pct in (0., 0.1, 0.25, 0.4, 0.7, 0.99):
+            want = sched(pct)
+            got, failed = _attempt(fn, peak, pct)
+            if failed:
+                return failed
+            try:
+                got = float(got)
+            except (TypeError, ValueError):
+                return hint('Return one rate, a float.')
+            if math.isclose(got, want, rel_tol=1e-4): # fastai computes the position in float32
+                continue
+            if pct == 0:
+                return hint(f'A one-cycle fit starts low, at peak/div = peak/25 ({peak/25:.1e}), and warms up.')
+            if pct == 0.25:
+                return hint('The peak comes a quarter of the way through the fit (pct_start=0.25).')
+            lo, hi = (peak/25, peak) if pct < 0.25 else (peak, peak/1e5)
+            p = pct/0.25 if pct < 0.25 else (pct - 0.25)/0.75
+            if math.isclose(got, lo + p*(hi - lo), rel_tol=1e-4):
+                return hint('Both halves follow a cosine, not a straight line: start + (1 + cos(pi*(1 - p)))*(end - '
+                            'start)/2, with p the position inside the half.')
+            return hint(f'At pct={pct} with peak {peak:g} the rate is {want:.3e}, you said {got:.3e}: warm up from '
+                        'peak/25 to peak over the first quarter, then anneal to peak/1e5, both along a cosine.')
+    return correct()
+
+# %% ../nbs/api/17_exercises.ipynb #80a40dce
+def check_fine_tune_peaks(fn, # your function: fn(base_lr, n, lr_mult) -> (phase 1 peaks, phase 2 peaks), one per group
+                         ) -> Feedback:
+    "Lesson 06, exercise 6: does `fn` give the peak rate of each of `n` groups in both phases of fastai's `fine_tune`?"
+    for base_lr, n, lr_mult in ((2e-3, 7, 100), (1e-2, 4, 10), (5e-4, 2, 100)):
+        frozen, unfrozen = [base_lr/10]*(n - 1) + [base_lr], list(even_mults(base_lr/2/lr_mult, base_lr/2, n))
+        got, failed = _attempt(fn, base_lr, n, lr_mult)
+        if failed:
+            return failed
+        try:
+            one, two = (np.asarray(g, float).ravel() for g in got)
+        except (TypeError, ValueError):
+            return hint('Return a pair: the list of phase 1 peaks and the list of phase 2 peaks.')
+        if len(one) != n or len(two) != n:
+            return hint(f'With n={n} groups, give {n} rates in each phase.')
+        if not np.allclose(one, frozen, rtol=1e-6):
+            if np.allclose(one, base_lr):
+                return hint('Phase 1 uses slice(base_lr): the last group gets base_lr, every other group base_lr/10.')
+            return hint(f'Phase 1 (base_lr={base_lr:g}, n={n}): slice(base_lr) gives {frozen}.')
+        if np.allclose(two, unfrozen, rtol=1e-6):
+            continue
+        if np.allclose(two, even_mults(base_lr/lr_mult, base_lr, n), rtol=1e-6):
+            return hint('fine_tune halves base_lr after the frozen phase: slice(base_lr/2/lr_mult, base_lr/2).')
+        if np.allclose(two, np.linspace(base_lr/2/lr_mult, base_lr/2, n), rtol=1e-6):
+            return hint('The groups between are spaced geometrically (even_mults), not linearly.')
+        return hint(f'Phase 2 (base_lr={base_lr:g}, n={n}, lr_mult={lr_mult}): slice(base_lr/2/lr_mult, base_lr/2).')
+    return correct()
 
 # %% ../nbs/api/17_exercises.ipynb #cd25d251
 def check_digits_policy(p:dict, # what `policy('default', ...)` returned
@@ -617,6 +847,22 @@ def check_mask_pipeline(compose, # an `A.Compose` with geometric transforms
                     "default to OpenCV's INTER_NEAREST for masks; pass mask_interpolation=cv2.INTER_NEAREST_EXACT.")
     return correct()
 
+# %% ../nbs/api/17_exercises.ipynb #917b69ba
+def check_mirrors(fn, # your function: fn(preset) -> True when training draws of that preset can be mirror images
+                 ) -> Feedback:
+    "Lesson 07, exercise 4: does `fn(preset)` tell, for every preset, whether its training draws mirror pictures?"
+    for preset in AUG_PRESETS:
+        want = bool(policy(preset)['do_flip'])
+        got, failed = _attempt(fn, preset)
+        if failed:
+            return failed
+        if bool(got) != want:
+            return hint(f'{preset!r} {"mirrors" if want else "never mirrors"} pictures; you said {bool(got)}. '
+                        'Draw 16 training versions of a picture whose left half is bright '
+                        '(augment_batch(img, preset, 16, size)) and look for draws whose right half is brighter.')
+    return correct(f'Correct: {", ".join(p for p in AUG_PRESETS if policy(p)["do_flip"])} mirror pictures; '
+                   'pass do_flip=False where left and right carry the label.')
+
 # %% ../nbs/api/17_exercises.ipynb #7ca9b802
 MYSTERY_HISTORIES = {
     'A': pd.DataFrame(dict(epoch=range(6), train_loss=[1.9, 1.2, 0.8, 0.5, 0.3, 0.2],
@@ -678,6 +924,67 @@ def check_overfit_rise(history, # a history that overfits, e.g. the lesson's `te
         return hint('The validation loss still rises from its minimum while the training loss falls: a diagnosis '
                     'that misses that invites more epochs, which is worse advice.')
     return correct(f'Correct: {truth!r}, which misses the overfitting. Set OVERFIT_RISE back to {old}.')
+
+# %% ../nbs/api/17_exercises.ipynb #d6553a91
+def check_epochs_to_keep(fn, # your function: fn(history) -> epochs up to and including the lowest validation loss
+                         *histories:pd.DataFrame, # more epoch tables to try it on (columns epoch, train_loss, valid_loss)
+                        ) -> Feedback:
+    "Lesson 08, exercise 4: does `fn(history)` count the epochs up to the one with the lowest validation loss?"
+    for name, h in list(MYSTERY_HISTORIES.items()) + [(f'extra {i}', h) for i, h in enumerate(histories)]:
+        want = int(np.argmin(h.valid_loss.to_numpy())) + 1
+        got, failed = _attempt(fn, h.copy())
+        if failed:
+            return failed
+        try:
+            got = int(got)
+        except (TypeError, ValueError):
+            return hint(f'Return one whole number of epochs, not {got!r}.')
+        if got == want:
+            continue
+        if got == want - 1:
+            return hint(f'History {name}: you gave the index of the best epoch ({got}); count epochs from 1.')
+        if got == int(np.argmin(h.train_loss.to_numpy())) + 1 and got != want:
+            return hint(f'History {name}: that is where the *training* loss is lowest; use valid_loss.')
+        return hint(f'History {name}: the validation loss is lowest after {want} epoch(s), you said {got}: '
+                    'np.argmin(h.valid_loss) + 1.')
+    return correct()
+
+# %% ../nbs/api/17_exercises.ipynb #b6e4c524
+_RISE_CASES = [pd.DataFrame(dict(epoch=range(5), train_loss=[2.5, 1.8, 1.2, 0.8, 0.5], valid_loss=[3.0, 2.0, 2.15, 2.3, 2.8]))]
+
+def _first_rise(h:pd.DataFrame, rise:float):
+    "The `epoch` of the first row whose validation loss is at least `rise` (relative) above its lowest value so far."
+    vl = h.valid_loss.to_numpy(float)
+    above = vl / np.minimum.accumulate(vl) - 1 >= rise
+    return int(h.epoch.iloc[int(np.argmax(above))]) if above.any() else None
+
+def check_first_rise(fn, # your function: fn(history, rise) -> the first epoch whose valid loss is >= rise above its best so far, or None
+                     *histories:pd.DataFrame, # more epoch tables to try it on
+                    ) -> Feedback:
+    "Lesson 08, exercise 5: does `fn(history, rise)` flag the first epoch where the validation loss rose by `rise`?"
+    cases = [(h, r) for h in list(MYSTERY_HISTORIES.values()) + _RISE_CASES + list(histories) for r in (diagnose.OVERFIT_RISE, 0.3)]
+    for h, r in cases:
+        want = _first_rise(h, r)
+        got, failed = _attempt(fn, h.copy(), r)
+        if failed:
+            return failed
+        try:
+            got = None if got is None else int(got)
+        except (TypeError, ValueError):
+            return hint(f'Return one epoch (a whole number) or None, not {got!r}.')
+        if got == want:
+            continue
+        vl = h.valid_loss.to_numpy(float)
+        overall = vl / vl.min() - 1 >= r
+        if overall.any() and got == int(h.epoch.iloc[int(np.argmax(overall))]):
+            return hint('Compare each epoch with the lowest loss *so far* (np.minimum.accumulate), not with the overall '
+                        'minimum: early epochs sit above it only because the model was still learning.')
+        diff = vl - np.minimum.accumulate(vl) >= r
+        if diff.any() and got == int(h.epoch.iloc[int(np.argmax(diff))]):
+            return hint('The rise is relative: valid_loss / best_so_far - 1 >= rise, not a difference of losses.')
+        return hint(f'For valid losses {vl.round(3).tolist()} and rise={r:g} the answer is {want}, you said {got}; '
+                    'return None when the loss never rises that far.')
+    return correct()
 
 # %% ../nbs/api/17_exercises.ipynb #2b03e994
 def check_recall(interp:Interpretation, # predictions of the lesson's model
@@ -894,3 +1201,78 @@ def check_n_valid(n:int, # your count of validation images
     if n == truth:
         return correct()
     return hint(f'Not quite: open {Path(run_dir)/"metrics.json"} with json.loads and read the "n_valid" key.')
+
+# %% ../nbs/api/17_exercises.ipynb #d6058658
+def _summary_run(d:Path, # the run folder to create
+                 accuracy:float, # its valid_accuracy
+                 valid_loss:list, # its validation loss per epoch
+                ) -> Path:
+    "A run folder with the two files a summary reads: metrics.json and history.csv (written as `fit` writes it)."
+    d.mkdir(parents=True)
+    n = len(valid_loss)
+    pd.DataFrame(dict(fit=[0]*n, epoch=range(n), train_loss=np.linspace(1, 0.2, n), valid_loss=valid_loss)).to_csv(d/'history.csv')
+    (d/'metrics.json').write_text(json.dumps(dict(valid_accuracy=accuracy, valid_loss=valid_loss[-1], n_valid=50)))
+    return d
+
+def _run_summary(d:Path) -> tuple:
+    "(valid_accuracy of metrics.json, epochs up to the lowest validation loss of history.csv)."
+    h = pd.read_csv(Path(d)/'history.csv')
+    return json.loads((Path(d)/'metrics.json').read_text())['valid_accuracy'], int(np.argmin(h.valid_loss)) + 1
+
+def check_run_summary(fn, # your function: fn(run_dir) -> (valid accuracy, epochs up to the lowest validation loss)
+                      run_dir:str|Path, # a run folder `fit` wrote
+                     ) -> Feedback:
+    "Lesson 12, exercise 3: does `fn(run_dir)` read a run's accuracy (metrics.json) and best epoch (history.csv)?"
+    if not all((Path(run_dir)/f).exists() for f in ('metrics.json', 'history.csv')):
+        return hint(f'{run_dir} has no metrics.json and history.csv: pass the folder a fit wrote.')
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [Path(run_dir), _summary_run(Path(tmp)/'a', 0.81, [1.0, 0.7, 0.6, 0.65, 0.9]),
+                _summary_run(Path(tmp)/'b', 0.5, [2.0, 1.9, 1.8])]
+        for d in runs:
+            want = _run_summary(d)
+            got, failed = _attempt(fn, d)
+            if failed:
+                return failed
+            try:
+                acc, best = got
+                acc, best = float(acc), int(best)
+            except (TypeError, ValueError):
+                return hint('Return a pair of numbers: (accuracy, best epoch).')
+            if not math.isclose(acc, want[0], abs_tol=1e-9):
+                return hint(f'The accuracy of {d.name} is {want[0]}: read "valid_accuracy" from metrics.json (json.loads).')
+            if best == want[1] - 1:
+                return hint('That is the row index of the best epoch; count epochs from 1 (index + 1).')
+            if best != want[1]:
+                return hint(f'{d.name}: the validation loss in history.csv is lowest after {want[1]} epoch(s), you said '
+                            f'{best}: pd.read_csv, then np.argmin(h.valid_loss) + 1.')
+    return correct()
+
+# %% ../nbs/api/17_exercises.ipynb #a761f2cb
+def check_fit_argv(fn, # your function: fn(data, out, epochs, n_per_class) -> the argument list of `finetune-course fit`
+                  ) -> Feedback:
+    "Lesson 12, exercise 4: does `fn` build an argument list that the command line's parser reads as the fit asked for?"
+    parser = build_parser()
+    for data, out, epochs, n in (('digits', 'runs/a', 3, 20), ('data/my photos', 'runs/b c', 1, 5)):
+        argv, failed = _attempt(fn, data, out, epochs, n)
+        if failed:
+            return failed
+        if isinstance(argv, str):
+            return hint('Return a list with one string per word: one string would be split wrongly at the spaces of paths.')
+        if not isinstance(argv, (list, tuple)):
+            return hint(f'Return a list of strings, such as ["fit", "digits", ...], not {type(argv).__name__}.')
+        argv = [str(a) for a in argv]
+        if argv and argv[0] == 'finetune-course':
+            return hint("Leave out the program's name: the list starts with the command, 'fit'.")
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                ns = parser.parse_args(argv)
+        except SystemExit:
+            return hint(f'The parser refused {argv}: {err.getvalue().strip() or "see finetune-course fit --help"}')
+        got = {k: getattr(ns, k, None) for k in ('command', 'data', 'out', 'epochs', 'n_per_class')}
+        want = dict(command='fit', data=data, out=out, epochs=epochs, n_per_class=n)
+        wrong = [k for k in want if got[k] != want[k]]
+        if wrong:
+            return hint(f'The parser read {wrong[0]}={got[wrong[0]]!r}, the fit asks for {want[wrong[0]]!r}: '
+                        'the data is the first word after fit; then --out, --epochs and --n-per-class, each with its value.')
+    return correct()

@@ -31,6 +31,7 @@ import torch
 from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler
+from fastcore.basics import even_mults
 from fastcore.foundation import L
 from safetensors.torch import load_file, save_file
 
@@ -198,13 +199,21 @@ def _epoch_budget(cfg:Config, epochs, freeze_epochs) -> tuple:
     return epochs, freeze_epochs
 
 # %% ../nbs/api/10_strategies.ipynb #cf7aa00b
-def _phase(epochs:int, freeze_to:int, lr) -> dict:
-    "One phase: epochs, fastai's `freeze_to` argument (-1: the head alone, 0: everything), a rate or [lo, hi]."
-    rate = [float(lr.start), float(lr.stop)] if isinstance(lr, slice) else float(lr)
-    return dict(epochs=int(epochs), freeze_to=int(freeze_to), lr=rate)
+def _rate(lr):
+    "A rate as plain data: a float, [lo, hi] for a slice, or {'body': [lo, hi], 'head': rate}."
+    if isinstance(lr, slice): return [float(lr.start), float(lr.stop)]
+    if isinstance(lr, dict): return dict(body=_rate(lr['body']), head=float(lr['head']))
+    return float(lr)
 
-def _lr_arg(rate):
-    "A phase's rate as `fit_one_cycle` takes it: a float, or a `slice` for [lo, hi]."
+def _phase(epochs:int, freeze_to:int, lr) -> dict:
+    "One phase: epochs, fastai's `freeze_to` argument (-1: the head alone, 0: everything), and its rate (see `_rate`)."
+    return dict(epochs=int(epochs), freeze_to=int(freeze_to), lr=_rate(lr))
+
+def _lr_arg(rate, n_groups:int|None=None):
+    "A phase's rate as `fit_one_cycle` takes it: a float, a `slice` for [lo, hi], or one rate per group for body + head."
+    if isinstance(rate, dict): # the body's groups spread geometrically over [lo, hi], the head at its own rate
+        body = even_mults(*rate['body'], n_groups - 1) if n_groups > 2 else [rate['body'][1]]
+        return np.array([*body, rate['head']])
     return slice(*rate) if isinstance(rate, (list, tuple)) else rate
 
 def _n_groups(learn) -> int:
@@ -219,7 +228,7 @@ def _phases(learn, strategy:str, freeze_epochs:int, epochs:int, lr, lr_mult) -> 
     head, body = recipe_lrs(lr, lr_mult)
     if strategy == 'fine_tune': return [(freeze_epochs, -1, head), (epochs, 0, body)]
     if strategy == 'feature_extract': return [(total, -1, head)]
-    if strategy == 'discriminative': return [(total, 0, body)]
+    if strategy == 'discriminative': return [(total, 0, dict(body=body, head=head))] # the head at fine_tune's head rate
     return [(e, -t, head if t == 1 else body) for t, e in gradual_schedule(_n_groups(learn), total)]
 
 def strategy_plan(learn, # a learner from `make_learner` (pretrained=False for 'scratch')
@@ -537,7 +546,7 @@ def _run_plan(learn, run:_Run, saved, folder, rec:PeakLRs, t0:float):
         if saved and p == first: _restore_rng(learn, saved[0]['rng'], saved[1]) # last: nothing draws before the fit
         scaler = saved[0].get('scaler') if saved and start else None
         with learn.added_cbs(_Checkpointer(run, p, start, folder, rec, t0, scaler)):
-            learn.fit_one_cycle(phase['epochs'], _lr_arg(phase['lr']), start_epoch=start)
+            learn.fit_one_cycle(phase['epochs'], _lr_arg(phase['lr'], len(learn.opt.param_lists)), start_epoch=start)
 
 # %% ../nbs/api/10_strategies.ipynb #3af893f9
 def _check_extra(extra_epochs, resume) -> int:

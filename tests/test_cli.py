@@ -142,8 +142,9 @@ def test_fit_records_strategy_rates_and_aug(run_dir):
     assert len(lrs) >= 4 and all(isinstance(v, float) for v in lrs), lrs
     assert lrs == sorted(lrs) and lrs[0] < lrs[-1], 'discriminative: earlier groups train slower'
     from finetune_course.freeze import LR_MULT, UNFROZEN_FACTOR
-    assert abs(lrs[-1] - 3e-3*UNFROZEN_FACTOR) / lrs[-1] < 1e-6, lrs  # --lr is the frozen-body head rate; unfrozen, the top gets a fraction
-    assert abs(lrs[-1] / lrs[0] - LR_MULT) < 1e-6, lrs
+    assert abs(lrs[-1] - 3e-3) / lrs[-1] < 1e-6, lrs  # --lr is the head's rate: the head is new in every strategy
+    assert abs(lrs[-2] - 3e-3*UNFROZEN_FACTOR) / lrs[-2] < 1e-6, lrs  # the body's top group gets a fraction of it
+    assert abs(lrs[-2] / lrs[0] - LR_MULT) < 1e-6, lrs
     for name in ('model.safetensors', 'model.json', 'history.csv', 'report.html'): assert (run_dir/'run'/name).exists(), name
     assert metrics['diagnosis']['regime']
     html = (run_dir/'run'/'report.html').read_text()

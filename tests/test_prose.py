@@ -83,3 +83,31 @@ def test_the_check_catches_a_typed_number(tmp_path):
                                         cell('markdown', 'A reference result from the benchmark: 93.1%.')])))
     test = [t for _, t, _ in untraced_numbers(nb)]
     assert test == ['94.7%', '0.237'], test
+
+def _lesson_times():
+    "benchmarks/lesson_times.py as a module: it formats the headers' machine times and the home page's totals."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('lesson_times', ROOT/'benchmarks'/'lesson_times.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+def test_lesson_headers_state_student_and_machine_times():
+    lt = _lesson_times()
+    result = json.loads(lt.RESULT.read_text())
+    for nb in LESSONS:
+        _, m = lt.header_of(nb)
+        assert m, f"{nb.name}: no 'Time needed: about N minutes to read, run and do the exercises.' line in its header"
+        assert nb.stem in result['lessons'], f'{nb.name} is not in {lt.RESULT.name}: run benchmarks/lesson_times.py'
+        assert m['machine'] == lt.machine_sentence(result, nb.stem), \
+            f"{nb.name}: header's machine time disagrees with {lt.RESULT.name}: run benchmarks/lesson_times.py --headers"
+
+def test_readme_times_are_the_sum_of_the_headers():
+    lt = _lesson_times()
+    result = json.loads(lt.RESULT.read_text())
+    student = lt.student_minutes([nb.stem for nb in LESSONS])
+    readme = (ROOT/'README.md').read_text()
+    assert f'takes a student {lt.hours_text(sum(student.values()))} in all' in readme, 'README total student time is not the sum of the lesson headers'
+    assert 'runs in a few minutes' not in readme
+    assert lt.index_lines(result, student, readme) == readme, \
+        'README time paragraph or lesson table disagrees with the headers or lesson_times.json: run benchmarks/lesson_times.py --headers'

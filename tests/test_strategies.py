@@ -121,7 +121,9 @@ def test_strategies_run(dls, cfg, strategy):
     if strategy == 'feature_extract': assert r.lrs[:-1] == [0.0]*(n-1) and r.lrs[-1] == 1e-2
     elif strategy == 'scratch': assert r.lrs == [1e-2]*n
     else: assert all(v > 0 for v in r.lrs)
-    if strategy in ('fine_tune', 'discriminative'): np.testing.assert_allclose(r.lrs[:-1], even_mults(3e-6, 3e-4, n)[:-1], rtol=1e-9)
+    if strategy == 'fine_tune': np.testing.assert_allclose(r.lrs[:-1], even_mults(3e-6, 3e-4, n)[:-1], rtol=1e-9)
+    if strategy == 'discriminative': # the body over the slice, the new head at fine_tune's head rate
+        np.testing.assert_allclose(r.lrs, [*even_mults(3e-6, 3e-4, n - 1), 1e-2], rtol=1e-9)
     assert r.to_dict()['lrs'] == r.lrs
 
 
@@ -198,7 +200,7 @@ def _old_runner(learn, strategy, freeze_epochs, epochs):
     elif strategy == 'gradual': fit_gradual(learn, total)
     elif strategy == 'discriminative':
         learn.unfreeze()
-        learn.fit_one_cycle(total, body)
+        learn.fit_one_cycle(total, np.array([*even_mults(body.start, body.stop, len(learn.opt.param_lists) - 1), head]))
     else:
         learn.unfreeze()
         learn.fit_one_cycle(total, SCRATCH_LR)

@@ -1,0 +1,38 @@
+"Lesson 03's live BatchNorm claims under the quick and the full profile's settings, on CPU, with fewer images."
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from finetune_course.config import get_config
+from finetune_course.data import get_dataset, make_dls
+
+LESSON = Path(__file__).resolve().parent.parent/'nbs'/'lessons'/'03_models.ipynb'
+# the cells of "Checking the BatchNorm claim" that state and assert what holds in every profile (not the figure)
+CLAIM_CELLS = ('bnr00002', 'bnr00003', 'b0e331f4', 'ac02bf7d', '4a7c2e19', '2a562df7', 'bnr00006', 'bnr00008')
+SETTINGS = {'quick': dict(n_per_class=30), 'full': dict(n_per_class=7, valid_pct=0.03)}
+
+
+def lesson_cells(ids):
+    "The sources of the lesson's code cells `ids`, in the lesson's order."
+    cells = {c.get('id'): ''.join(c['source']) for c in json.loads(LESSON.read_text())['cells'] if c['cell_type'] == 'code'}
+    missing = [i for i in ids if i not in cells]
+    assert not missing, f'lesson 03 lost the cells {missing}; update CLAIM_CELLS'
+    return [cells[i] for i in ids]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('profile', list(SETTINGS))
+def test_bn_claims_hold(profile):
+    warnings.filterwarnings('ignore', category=FutureWarning)
+    cfg = get_config(profile, device='cpu')
+    assert cfg.size == (64 if profile == 'quick' else 224)
+    dls = make_dls(get_dataset('digits'), cfg, **SETTINGS[profile])
+    ns = dict(cfg=cfg, dls=dls)
+    exec('\n'.join(['import pandas as pd, torch', 'from fastcore.test import test_eq',
+                    'from finetune_course.config import set_seed',
+                    'from finetune_course.models import BodyBNEval, body_bn_layers, head_bn_layers, make_learner']), ns)
+    for i, source in zip(CLAIM_CELLS, lesson_cells(CLAIM_CELLS)):
+        exec(compile(source, f'03_models.ipynb#{i}', 'exec'), ns)
+    assert len(ns['drift'][False]) == cfg.freeze_epochs * len(dls.train)  # one value per optimizer step
