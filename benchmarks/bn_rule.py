@@ -5,7 +5,8 @@ everywhere), a Keras-like rule (body BatchNorm in inference mode, its scale and 
 default). Per run: accuracy after the head phase, final accuracy and loss, the highest validation loss after unfreezing,
 seconds. Per regime (data set, size): the mean paired difference (same seed) of every rule against the fixed-statistics
 rule, with its standard error. Recipe: `--freeze-epochs` of the head at 1e-2 (one cycle), `unfreeze()`, `--epochs` at
-`slice(3e-6, 3e-4)`. Writes benchmarks/results/bn_rule.json. Measures and records; asserts nothing.
+`slice(3e-6, 3e-4)`; validation stays whole. Writes
+benchmarks/results/bn_rule.json. Measures and records; asserts nothing.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/bn_rule.py [--datasets digits shapes] [--sizes 64 96] [--seeds 3]
        [--n-per-class 12] [--bs 12] [--freeze-epochs 2] [--epochs 4] [--rules fixed fastai keras body]"""
@@ -19,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings('ignore', category=FutureWarning)
 
+import torch
 from common import write_result
 from finetune_course.config import get_config, set_seed
 from finetune_course.data import get_dataset, make_dls
@@ -30,13 +32,12 @@ RULES = dict(fastai=dict(freeze_bn=False),
              body=dict(freeze_bn=True, freeze_head_bn=False),
              fixed=dict(freeze_bn=True, freeze_head_bn=True))
 REFERENCE = 'fixed'
-VALID_PCT = dict(digits=0.1)  # 180 validation images of 1,797 (shapes keeps 20%: 75 images)
 
 
 def run(rule, dataset, size, seed, a):
     cfg = get_config('quick', device='cpu', size=size, seed=seed)
     set_seed(seed)
-    dls = make_dls(get_dataset(dataset), cfg, n_per_class=a.n_per_class, bs=a.bs, valid_pct=VALID_PCT.get(dataset, 0.2))
+    dls = make_dls(get_dataset(dataset), cfg, n_per_class=a.n_per_class, bs=a.bs)
     t0 = time.time()
     learn = make_learner(dls, cfg=cfg, **RULES[rule])
     with learn.no_bar(), learn.no_logging():
@@ -104,8 +105,9 @@ def write(rows, a):
     summary = summarise(rows, a.rules)
     write_result('bn_rule', dict(rules={k: r for k, r in RULES.items() if k in a.rules},
                                      reference=REFERENCE, head_lr=HEAD_LR, body_slice=list(BODY_SLICE),
-                                     n_per_class=a.n_per_class, valid_pct=VALID_PCT, bs=a.bs, freeze_epochs=a.freeze_epochs,
-                                     epochs=a.epochs, seeds=a.seeds, datasets=a.datasets, sizes=a.sizes,
+                                     n_per_class=a.n_per_class, bs=a.bs, freeze_epochs=a.freeze_epochs,
+                                     epochs=a.epochs, seeds=list(range(a.seeds)), datasets=a.datasets, sizes=a.sizes,
+                                     torch_threads=torch.get_num_threads(),
                                      complete=len(rows) == len(a.sizes) * len(a.datasets) * a.seeds * len(a.rules),
                                      runs=rows, paired=summary))
 

@@ -645,7 +645,7 @@ def train_into(target:Path, # the run folder, from `check_out`
     "Train and write the run into a staging folder, renamed to `target` only when complete; the metrics."
     first_new, staging = _first_missing(target.parent), stage_run(target)
     try:
-        kwargs = {k: (staging/v if k == 'checkpoint' else v) for k, v in (fit_kwargs or {}).items()}
+        kwargs = {k: (staging/v if k == 'checkpoint' and v is not None else v) for k, v in (fit_kwargs or {}).items()}
         result, interrupted = fit_interruptible(learn, strategy, cfg, lr, log, **kwargs)
         if interrupted and not learn.last_epoch.done:
             log('interrupted before the first epoch finished: nothing was saved')
@@ -675,7 +675,7 @@ def _options(data, cfg, dls, **given) -> dict:
     return dict(data=data, epochs=cfg.epochs, freeze_epochs=cfg.freeze_epochs, size=cfg.size, bs=dls.train.bs,
                 seed=cfg.seed, profile=cfg.profile, **given)
 
-_FIT_DEFAULTS = dict(backbone='tf_efficientnet_lite0', pretrained=True, strategy='fine_tune', aug='none') # the rest default to None
+_FIT_DEFAULTS = dict(backbone='tf_efficientnet_lite0', pretrained=True, strategy='fine_tune', aug='none', checkpoint=True) # the rest default to None
 
 def check_resume_options(run, # the --resume folder
                          **given, # the other fit options as given (their defaults when not given)
@@ -683,7 +683,7 @@ def check_resume_options(run, # the --resume folder
     "A one-line `UsageError` when options that would change the run come with `--resume`: it continues with the run's own."
     changed = [k for k, v in given.items() if v != _FIT_DEFAULTS.get(k)]
     if changed:
-        flags = ', '.join('--' + ('no-pretrained' if k == 'pretrained' else k.replace('_', '-')) for k in changed)
+        flags = ', '.join('--' + ('no-' + k if k in ('pretrained', 'checkpoint') else k.replace('_', '-')) for k in changed)
         raise UsageError(f'--resume {run} continues with the options the run was made with; leave out {flags} '
                          '(only --epochs N, to train N more, and --out, --overwrite, --no-report, --progress go with it)')
 
@@ -707,13 +707,15 @@ def run_fit(data:str|None=None, /, # a built-in name (digits, shapes), a folder 
             progress:bool|None=None, # progress bars (default: only on a terminal)
             overwrite:bool=False, # replace an earlier run in --out (without it, fit refuses a folder holding a run)
             resume:str|None=None, # continue the run in this folder from its checkpoint, with its data and options; --epochs N: N more
+            checkpoint:bool=True, # keep a checkpoint/ folder (about three times the model's size) so the run can be resumed or extended
             *, log=print, # where status lines go
            ) -> dict:
     "Fine-tune on `data`; write metrics.json, model.safetensors + model.json, history.csv and report.html into `out`."
     check_fit_options(epochs, size, bs, freeze_epochs, seed, lr, n_per_class, log)
     if resume is not None:
         check_resume_options(resume, backbone=backbone, freeze_epochs=freeze_epochs, size=size, bs=bs, pretrained=pretrained,
-                             profile=profile, seed=seed, strategy=strategy, lr=lr, aug=aug, n_per_class=n_per_class)
+                             profile=profile, seed=seed, strategy=strategy, lr=lr, aug=aug, n_per_class=n_per_class,
+                             checkpoint=checkpoint)
         return resume_fit(resume, data, out, epochs, overwrite, report, progress, log)
     data, out = data or 'digits', out or 'runs/latest'
     target = check_out(out, overwrite)
@@ -727,7 +729,7 @@ def run_fit(data:str|None=None, /, # a built-in name (digits, shapes), a folder 
     learn = fit_learner(dls, backbone, pretrained, cfg, progress, log)
     options = _options(str(Path(path).absolute()), cfg, dls, backbone=backbone, strategy=strategy, lr=lr, aug=aug,
                        n_per_class=n_per_class, pretrained=pretrained)
-    metrics = train_into(target, learn, dls, cfg, strategy, lr, report, log, dict(checkpoint=CHECKPOINT_DIR), t0, backbone=backbone,
+    metrics = train_into(target, learn, dls, cfg, strategy, lr, report, log, dict(checkpoint=CHECKPOINT_DIR if checkpoint else None), t0, backbone=backbone,
                          pretrained=pretrained, aug=aug, data=str(path), skipped_files=skipped,
                          options=options)
     if metrics.get('saved', True):

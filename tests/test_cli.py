@@ -110,8 +110,11 @@ def test_fit_on_broken_images_finishes_and_lists_skipped(tmp_path):
     Image.new('RGBA', (24, 24), (30, 30, 220, 128)).save(data/'blue'/'rgba.png')
     Image.fromarray((np.ones((24, 24)) * 40000).astype(np.uint16)).save(data/'blue'/'sixteen.png')
     out = tmp_path/'out'
-    res = cli('fit', data, '--out', out, '--epochs', 1, '--freeze-epochs', 1, '--size', 32, '--bs', 8, '--no-report')
+    res = cli('fit', data, '--out', out, '--epochs', 1, '--freeze-epochs', 1, '--size', 32, '--bs', 8, '--no-report', '--no-checkpoint')
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert not (out/'checkpoint').exists(), '--no-checkpoint keeps no checkpoint folder'
+    again = cli('fit', '--resume', out)
+    assert again.returncode == 2 and 'has no checkpoint' in again.stdout + again.stderr, again.stdout + again.stderr
     metrics = json.loads((out/'metrics.json').read_text())
     skipped = {Path(s['file']).name for s in metrics['skipped_files']}
     assert {'corrupt.jpg', 'truncated.jpg', 'notes.txt', 'tiny.png'} <= skipped, skipped
