@@ -17,8 +17,8 @@ def write_result(name: str, result: dict) -> Path:
     return path
 
 
-def paired(df, arm: str, a: str, b: str, column: str, index: str = 'seed') -> dict:
+def paired(df, arm: str, a: str, b: str, column: str, index: str = 'seed', digits: int = 4) -> dict:
     "Mean over `index` (seeds) of `column` for arm `a` minus arm `b` (arms named in column `arm`), with its standard error."
     from finetune_course.config import paired_difference
     wide = df.pivot_table(index=index, columns=arm, values=column).dropna(subset=[a, b])
-    return dict(a=a, b=b, column=column, **paired_difference(wide[a], wide[b], digits=4))
+    return dict(a=a, b=b, column=column, **paired_difference(wide[a], wide[b], digits=digits))

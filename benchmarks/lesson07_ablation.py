@@ -8,7 +8,6 @@ the JSON).
 
 Usage: python benchmarks/lesson07_ablation.py [--seeds 42 43 44] [--presets none light default strong albumentations]"""
 import argparse
-import math
 import sys
 import time
 import warnings
@@ -20,6 +19,7 @@ warnings.filterwarnings('ignore', category=UserWarning)
 
 import torch
 
+import common
 from common import write_result
 from finetune_course.augment import AUG_PRESETS, ablation_summary, compare_presets
 from finetune_course.config import cache_dir, get_config, json_safe
@@ -31,12 +31,10 @@ ABLATION = dict(n_per_class=10, size=64, bs=10, freeze_epochs=3, epochs=20, lr=2
 
 
 def paired(results, preset, reference, column):
-    "Mean and standard error over seeds of `preset - reference` in `column`, and the number of seeds."
-    wide = results.pivot(index='seed', columns='preset', values=column)
-    d = wide[preset] - wide[reference]
-    se = float(d.std(ddof=1)/math.sqrt(len(d))) if len(d) > 1 else float('nan')
-    return dict(preset=preset, reference=reference, column=column, mean=round(float(d.mean()), 5), se=round(se, 5),
-                n_seeds=int(len(d)), per_seed=[round(float(x), 5) for x in d])
+    "Mean and standard error over seeds of `preset - reference` in `column`, and the number of seeds (keys as lesson 07 reads them)."
+    d = common.paired(results, 'preset', preset, reference, column, digits=5)
+    return {'preset': preset, 'reference': reference, 'column': column, 'mean': d['mean'], 'se': d['se'], 'n_seeds': d['n'],
+            'per_seed': d['per_seed']}
 
 
 def main(argv=None):

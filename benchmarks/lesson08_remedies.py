@@ -8,7 +8,6 @@ Measures and records; asserts nothing (lesson 08 asserts on the JSON).
 
 Usage: python benchmarks/lesson08_remedies.py [--seeds 42 43 44]"""
 import argparse
-import math
 import sys
 import time
 import warnings
@@ -23,6 +22,7 @@ import torch
 from fastai.callback.tracker import SaveModelCallback
 from fastai.vision.augment import aug_transforms
 
+import common
 from common import write_result
 from finetune_course.config import cache_dir, get_config, json_safe, set_seed
 from finetune_course.data import get_dataset, make_dls
@@ -79,12 +79,10 @@ def one_seed(digits, cfg):
 
 
 def paired(df, run, reference, column):
-    "Mean and standard error over seeds of `run - reference` in `column`, and the number of seeds."
-    wide = df.pivot(index='seed', columns='run', values=column)
-    d = wide[run] - wide[reference]
-    se = float(d.std(ddof=1)/math.sqrt(len(d))) if len(d) > 1 else float('nan')
-    return dict(run=run, reference=reference, column=column, mean=round(float(d.mean()), 5), se=round(se, 5),
-                n_seeds=int(len(d)), per_seed=[round(float(x), 5) for x in d])
+    "Mean and standard error over seeds of `run - reference` in `column`, and the number of seeds (keys as lesson 08 reads them)."
+    d = common.paired(df, 'run', run, reference, column, digits=5)
+    return {'run': run, 'reference': reference, 'column': column, 'mean': d['mean'], 'se': d['se'], 'n_seeds': d['n'],
+            'per_seed': d['per_seed']}
 
 
 COMPARISONS = ([(r, 'baseline', c) for r in (*REMEDIES, 'best checkpoint') for c in ('valid_loss', 'gap_last_epoch', 'accuracy')]
