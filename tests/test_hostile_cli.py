@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,8 +29,11 @@ def fit(*args, cwd, hook=None, timeout=600):
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     env.pop('FTC_TEST_INTERRUPT_AT', None)
     if hook: env['FTC_TEST_INTERRUPT_AT'] = hook
+    # a job started in the background (`cmd &` without job control) inherits SIGINT ignored, and so would Python:
+    # the child gets the default disposition back, as a terminal user's process has it
     return subprocess.run([sys.executable, '-m', 'finetune_course.cli', 'fit', *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def one_line(res, code, *words):
