@@ -175,8 +175,9 @@ def get_config(profile:str|None=None, # 'quick' or 'full'; default chosen by `ch
 # %% ../nbs/api/00_config.ipynb #c045
 def set_seed(seed:int=42, # the seed for python, numpy and torch
              reproducible:bool=True, # on a GPU also ask for deterministic kernels (slower; see above)
+             dls=None, # fastai DataLoaders to reseed too: each loader shuffles with its own generator, made once
             ) -> int:
-    "Seed every random number generator a training run uses."
+    "Seed every random number generator a training run uses (with `dls`, also the loaders' own shuffling)."
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -187,6 +188,8 @@ def set_seed(seed:int=42, # the seed for python, numpy and torch
     if reproducible and torch.cuda.is_available():
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # read when cuBLAS starts its first handle
         torch.use_deterministic_algorithms(True, warn_only=True)
+    for i, dl in enumerate(getattr(dls, 'loaders', None) or ([dls] if dls is not None else [])):
+        if hasattr(dl, 'rng'): dl.rng.seed(seed + i)
     return seed
 
 # %% ../nbs/api/00_config.ipynb #c049
@@ -296,7 +299,8 @@ def reference_caption(result:dict, # a dict from `reference_result`
     where = m.get('gpu_name') or f"{m.get('cpu_count', '?')}-core CPU"
     extra = [f"{result['torch_threads']} thread(s)"] if 'torch_threads' in result else []
     extra += [f"profile {result['profile']}"] if 'profile' in result else []
-    if 'seeds' in result: extra.append(f"seeds {short_list(result['seeds'])}")
+    seeds = result.get('seeds')
+    if seeds is not None: extra.append(f"seeds {short_list(seeds) if isinstance(seeds, (list, tuple)) else seeds}")
     return (f"reference result: benchmarks/results/{result.get('benchmark', '?')}.json, {str(result.get('written', '?'))[:10]}, "
             f"{where}, torch {m.get('torch', '?')}" + ''.join(f', {e}' for e in extra))
 

@@ -128,10 +128,10 @@ def _median_step(vl) -> float:
     return float(np.median(np.abs(np.diff(vl))))
 
 def _trends(tl, vl, b) -> dict:
-    "How both losses moved: after the best epoch, in the last epoch, overall, and how the valid loss jitters."
+    "How both losses moved: after the best epoch (to the lowest training loss after it), in the last epoch, overall, and how the valid loss jitters."
     last = len(tl) > 1
     return dict(train_loss_first=tl[0], train_loss_at_best=tl[b], train_loss_last=tl[-1],
-                train_drop_after_best=_drop(tl[-1], tl[b]),
+                train_drop_after_best=_drop(tl[b+1:].min(), tl[b]) if b+1 < len(tl) else 0.,
                 train_change_last_epoch=_drop(tl[-1], tl[-2]) if last else 0.,
                 valid_change_last_epoch=_drop(vl[-1], vl[-2]) if last else 0.,
                 train_flat=bool(_drop(tl.min(), tl.max()) < TREND_TOL),
@@ -202,12 +202,12 @@ def _rule_noisy(ev, chance_known):
 
 # %% ../nbs/api/12_diagnose.ipynb #cfe07b06
 def _rule_overfit(ev, chance_known):
-    "The validation loss rose from its minimum: overfitting if the training loss kept falling, else instability."
+    "The validation loss rose from its minimum: overfitting if the training loss still fell after the best epoch, else instability."
     if not (ev['valid_rise'] >= OVERFIT_RISE and ev['epochs_to_best'] < ev['n_epochs']): return None
     if not _readable(ev, 'valid_rise_vs_reference'): return None
     if ev['train_drop_after_best'] >= TREND_TOL:
         return 'overfitting', (f"the validation loss rose {ev['valid_rise']:.0%} above its minimum "
-                               f"(epoch {ev['best_epoch']}) while the training loss fell another "
+                               f"(epoch {ev['best_epoch']}) while the training loss fell up to another "
                                f"{ev['train_drop_after_best']:.0%}; the gap grew from {ev['gap_at_best']:.3g} "
                                f"to {ev['gap_last']:.3g}")
     reason = (f"the validation loss rose {ev['valid_rise']:.0%} above its minimum but the training loss did not fall: "

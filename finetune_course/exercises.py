@@ -97,13 +97,21 @@ def _first_difference(got, # a dict of settings, or an object whose attributes a
 # %% ../nbs/api/17_exercises.ipynb #30ff2090
 def _attempt(fn, # the student's function
              *args, # passed to it
+             as_float:str|None=None, # when given, the result must be one number: this hint says so otherwise
             ) -> tuple:
-    "(fn(*args), None), or (None, a hint naming the exception) when `fn` raises."
+    "(fn(*args), None), or (None, a hint naming the exception) when `fn` raises; with `as_float`, the result as a float."
     try:
-        return fn(*args), None
+        got = fn(*args)
     except Exception as e:
         return None, hint(f'Your function raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""} '
                           '(fix it and check again).')
+    if as_float is None:
+        return got, None
+    try:
+        return float(got), None
+    except (TypeError, ValueError):
+        return None, hint(as_float)
+
 
 # %% ../nbs/api/17_exercises.ipynb #5492d891
 _SMALL_CONFIG = [('size', 32, 'pass size=32 to get_config.'), ('bs', 128, 'pass bs=128 to get_config.'),
@@ -589,13 +597,9 @@ def check_steepest(fn, # your function: fn(lrs, losses) -> the rate where the lo
     for lrs, losses in [(res.lrs, res.losses)] + _toy_curves():
         lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
         i, want = _steepest(lrs, losses)
-        got, failed = _attempt(fn, lrs.copy(), losses.copy())
+        got, failed = _attempt(fn, lrs.copy(), losses.copy(), as_float='Return one rate, a float.')
         if failed:
             return failed
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            return hint('Return one rate, a float.')
         if any(math.isclose(got, v, rel_tol=1e-6) for v in (want, lrs[i + 1])):
             continue
         slopes = np.diff(losses)
@@ -718,13 +722,9 @@ def check_one_cycle(fn, # your function: fn(peak, pct) -> the rate at fraction `
         sched = combined_cos(0.25, peak/25, peak, peak/1e5)
         for pct in (0., 0.1, 0.25, 0.4, 0.7, 0.99):
             want = sched(pct)
-            got, failed = _attempt(fn, peak, pct)
+            got, failed = _attempt(fn, peak, pct, as_float='Return one rate, a float.')
             if failed:
                 return failed
-            try:
-                got = float(got)
-            except (TypeError, ValueError):
-                return hint('Return one rate, a float.')
             if math.isclose(got, want, rel_tol=1e-4): # fastai computes the position in float32
                 continue
             if pct == 0:
