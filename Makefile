@@ -9,7 +9,7 @@ DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | md5sum | c
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install demo test test-fast test-seeds check-sync lint metrics lab bench docs clean
+.PHONY: help install demo test test-fast test-seeds check-sync lint metrics lab bench docs outputs clean chromium
 
 help:
 	@echo "make demo   - fine-tune the default backbone on the embedded digits data, print accuracy and report path"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint   - ruff check --select F,E9 over the library, tests, tools and benchmarks"
 	@echo "make metrics - print the lesson and library shape tables; fail if the module graph is broken"
 	@echo "make bench  - run the benchmarks, results in benchmarks/results/"
+	@echo "make outputs - run the home page and every lesson (quick profile, CPU) and save their outputs in the notebooks (ONLY=08_overfitting for one)"
 	@echo "make docs   - build HTML pages of the lessons and the library reference offline (no Quarto needed) into _site/"
 
 $(STAMP):
@@ -54,7 +55,18 @@ metrics: $(STAMP)
 	@echo "==> library shape (a report) and module graph (a gate: one notebook per module, no import of a later module)"
 	@$(BIN)/python tools/function_metrics.py
 
-test: $(STAMP) check-sync lint metrics
+# tests/test_browser.py drives the system Chromium (playwright's own browser download needs the network)
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then echo "==> installing Chromium from the OS packages for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "==> installing Chromium failed: the browser tests (tests/test_browser.py) will be skipped"; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then echo "==> installing Chromium from the OS packages for the browser tests"; \
+	  { sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "==> installing Chromium failed: the browser tests (tests/test_browser.py) will be skipped"; \
+	else echo "==> /usr/bin/chromium missing and no root to install it: the browser tests (tests/test_browser.py) will be skipped"; fi
+
+test: $(STAMP) check-sync lint metrics chromium
 	@echo "==> pytest: notebooks (quick profile) + library + CLI + bad inputs"
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -rfE --durations=15 tests
 
@@ -69,7 +81,12 @@ test-fast: $(STAMP)
 
 # JupyterLab refuses to run as root without --allow-root (containers often run as root)
 lab: $(STAMP)
-	$(BIN)/jupyter lab nbs $$(test "$$(id -u)" = 0 && echo --allow-root)
+	@echo "==> JupyterLab: open the URL below; the course is in nbs/lessons, the library in nbs/api (it opens on nbs/index.ipynb)"
+	cd nbs && $(CURDIR)/$(BIN)/jupyter lab index.ipynb $$(test "$$(id -u)" = 0 && echo --allow-root)
+
+# the lessons are committed with their outputs; tests/test_outputs.py fails when a code cell changed after they were saved
+outputs: $(STAMP)
+	$(BIN)/python tools/save_outputs.py $(if $(ONLY),--only $(ONLY))
 
 bench: $(STAMP)
 	@echo "==> benchmarks -> benchmarks/results/"
