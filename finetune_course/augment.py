@@ -286,6 +286,18 @@ def _show_tensor(ax, t, title=None):
     ax.set_axis_off()
     if title: ax.set_title(title, fontsize=8)
 
+def _png_in_ipython():
+    "Let IPython draw a bare `Figure` as PNG: without pyplot the inline backend never loads, and the figure shows as text."
+    try: from IPython import get_ipython
+    except ImportError: return
+    ip = get_ipython()
+    if ip is None: return
+    png = ip.display_formatter.formatters['image/png']
+    try: png.lookup_by_type(Figure) # the inline backend (or another front end) already draws figures
+    except KeyError:
+        from IPython.core.pylabtools import print_figure
+        png.for_type(Figure, lambda fig: print_figure(fig, 'png', bbox_inches='tight'))
+
 def _gallery(shown, ncols, title) -> Figure:
     "A grid of images, the first titled 'valid', the rest 'train i'."
     nrows = -(-len(shown) // ncols)
@@ -295,6 +307,7 @@ def _gallery(shown, ncols, title) -> Figure:
         else: ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    _png_in_ipython()
     return fig
 
 # %% ../nbs/api/11_augment.ipynb #cabdc69d

@@ -1,56 +1,71 @@
 #!/usr/bin/env python3
-"""Build HTML pages of the lessons and the library reference without Quarto, into _site/.
+"""Build the docs site offline, without Quarto, from the outputs saved in the notebooks (nothing is executed).
 
-With Quarto installed, `nbdev-docs` builds the real site from the same notebooks. Here: nbdev's
-processing (`nbdev-proc-nbs`: directives, hidden cells, show_doc) into _proc/ (index,
-lessons/, api/), then nbconvert to HTML, each folder into the same folder under _site/.
-Outputs are not executed: pages show the outputs saved in the notebooks unless --execute is given."""
-import json
+Pages: the home page (nbs/index.ipynb), every lesson (nbs/lessons/) and a reference page per library notebook
+(nbs/api/), whose `show_doc` cells are documented from the installed package. The notebooks are staged
+into a temporary folder (tools/docs/stage.py: directives applied, hidden and exported cells dropped), then
+Sphinx with myst-nb and the furo theme writes static HTML (tools/docs/conf.py; math as MathML, no MathJax,
+no network). Warnings are errors: a notebook that cannot become a page fails the build, naming the notebook.
+With Quarto installed, `nbdev-docs` builds nbdev's own site from the same notebooks.
+
+Usage: build_docs.py [--nbs DIR] [--out DIR] [--only REGEX]"""
+import argparse
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-PAGES = r'\.(?:ipynb|qmd|html)$' # nbdev's own default for the docs (nbdev.quarto._def_file_re)
+DOCS = ROOT/'tools'/'docs'
+sys.path.insert(0, str(DOCS))
 
 
-def clean_for_nbconvert(nb_path: Path):
-    "Drop the cell keys nbdev adds that nbconvert's schema check rejects."
-    nb = json.loads(nb_path.read_text())
-    for cell in nb['cells']:
-        cell.pop('has_sd', None)
-        cell.get('metadata', {}).pop('execution', None)
-    nb_path.write_text(json.dumps(nb, indent=1))
+def _size(folder: Path) -> int: return sum(f.stat().st_size for f in folder.rglob('*') if f.is_file())
 
 
-def pages(proc: Path) -> dict:
-    "The processed notebooks under `proc`, found recursively, grouped by their folder relative to `proc`."
-    groups = {}
-    for nb in sorted(proc.rglob('*.ipynb')):
-        if any(part.startswith(('.', '_')) for part in nb.relative_to(proc).parts): continue
-        groups.setdefault(nb.parent.relative_to(proc), []).append(nb)
-    return groups
-
-
-def main(argv):
-    # with --file-re, the nbs/sidebar.yml that nbdev-proc-nbs rewrites lists only pages, as `nbdev-docs` writes it
-    proc_run = subprocess.run([str(BIN/'nbdev-proc-nbs'), '--file-re', PAGES], cwd=ROOT, check=False,
-                              capture_output=True, text=True)
-    if proc_run.returncode: print('nbdev-proc-nbs failed; some pages may be missing:\n' + proc_run.stderr[-3000:])
-    proc = ROOT/'_proc'
-    if not proc.exists(): print('nbdev-proc-nbs wrote nothing to _proc/'); return 1
-    site = ROOT/'_site'; site.mkdir(exist_ok=True)
-    groups = pages(proc)
-    # one nbconvert per folder: lessons/00_config and api/00_config would otherwise both be 00_config.html
-    for sub, nbs in groups.items():
-        for nb in nbs: clean_for_nbconvert(nb)
-        args = [str(BIN/'jupyter'), 'nbconvert', '--to', 'html', '--output-dir', str(site/sub), *map(str, nbs)]
-        if '--execute' in argv: args.insert(3, '--execute')
-        res = subprocess.run(args, cwd=proc/sub, capture_output=True, text=True)
-        if res.returncode: print(res.stderr[-3000:]); return res.returncode
-    print(f'wrote {sum(map(len, groups.values()))} pages to {site}')
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--nbs', default=str(ROOT/'nbs'), help='notebooks folder (default: nbs/)')
+    ap.add_argument('--out', default=str(ROOT/'_site'), help='site folder, replaced (default: _site/)')
+    ap.add_argument('--only', default='', help='regex on lessons/NN_x.ipynb, api/NN_x.ipynb: build only those (and the home page)')
+    args = ap.parse_args(argv)
+    start = time.time()
+    nbs, out = Path(args.nbs).resolve(), Path(args.out).resolve()
+    if not nbs.is_dir(): print(f'docs: notebooks folder not found: {nbs}', file=sys.stderr); return 2
+    if out in (nbs, ROOT) or nbs in out.parents or out in nbs.parents or out in ROOT.parents or (ROOT/'nbs') in [out, *out.parents]:
+        print(f'docs: refusing to write the site into {out} (it would replace notebooks)', file=sys.stderr); return 2
+    if out != ROOT/'_site' and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out/'searchindex.js').exists())):
+        print(f'docs: {out} exists and is not a site built here: remove it or pass another --out', file=sys.stderr); return 2
+    lib_name = tomllib.loads((ROOT/'pyproject.toml').read_text())['tool']['nbdev']['lib_name']
+    os.environ.setdefault('MPLBACKEND', 'Agg')
+    from stage import StageError, stage
+    with tempfile.TemporaryDirectory(prefix='ftc-docs-') as tmp:
+        src = Path(tmp)/'src'
+        try: pages = stage(nbs, src, lib_name, args.only)
+        except StageError as e: print(f'docs: FAILED: {e}', file=sys.stderr); return 1
+        build = Path(tmp)/'html'
+        cmd = [sys.executable, '-m', 'sphinx', '-b', 'html', '-W', '--keep-going', '-q', '-j', '1', '-c', str(DOCS),
+               '-d', str(Path(tmp)/'doctrees'), str(src), str(build)]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        msg = res.stderr + res.stdout
+        for orig, staged in pages: # name the notebooks, not their staged copies
+            msg = msg.replace(str(staged), str(orig)).replace(str(staged.with_suffix('')), str(orig))
+        if res.returncode:
+            print(msg.rstrip(), file=sys.stderr)
+            print(f'docs: FAILED: sphinx-build exited {res.returncode} (warnings are errors; see above)', file=sys.stderr)
+            return 1
+        if msg.strip(): print(msg.rstrip())
+        for junk in ('.buildinfo', '.doctrees', '_sources'): shutil.rmtree(build/junk, ignore_errors=True); (build/junk).unlink(missing_ok=True)
+        if out.exists(): shutil.rmtree(out)
+        shutil.copytree(build, out)
+    n = sum(1 for f in out.rglob('*.html') if f.name not in ('genindex.html', 'search.html'))
+    shown = os.path.relpath(out) if out.is_relative_to(Path.cwd()) else str(out)
+    print(f'wrote {n} pages to {shown}/ ({_size(out)/1e6:.1f} MB) in {time.time()-start:.0f} s; open {shown}/index.html')
     return 0
 
 
-if __name__ == '__main__': sys.exit(main(sys.argv[1:]))
+if __name__ == '__main__': sys.exit(main())
