@@ -47,13 +47,20 @@ def test_a_changed_code_cell_makes_outputs_stale(tmp_path):
 @pytest.mark.parametrize('nb', LESSONS, ids=[p.stem for p in LESSONS])
 def test_lesson_shows_a_figure_and_nothing_it_should_not(nb):
     outs = outputs(nb)
-    assert any('image/png' in o.get('data', {}) for _, o in outs), f'{nb.name}: no saved figure (run `make outputs`)'
+    figure = lambda o: 'image/png' in o.get('data', {}) or 'src="data:image/png' in ''.join(o.get('data', {}).get('text/html', ''))
+    assert any(figure(o) for _, o in outs), f'{nb.name}: no saved figure (run `make outputs`)'
     for i, o in outs:
         assert not (o['output_type'] == 'stream' and o.get('name') == 'stderr'), f'{nb.name} cell {i}: a warning was saved'
         assert o['output_type'] != 'error', f'{nb.name} cell {i}: an error was saved'
         text = ''.join(o.get('text', '')) + ''.join(''.join(v) for k, v in o.get('data', {}).items() if k.startswith('text/'))
-        assert '<progress' not in text, f'{nb.name} cell {i}: a progress bar was saved'
+        assert '<progress' not in text and not save_outputs.PROGRESS_BAR.search(text), f'{nb.name} cell {i}: a progress bar was saved'
         assert not MACHINE_PATH.search(text), f'{nb.name} cell {i}: a path of the machine: {MACHINE_PATH.search(text)[0]}...'
+
+
+def test_progress_bars_are_dropped_and_results_kept():
+    bar = ('█\repoch  train_loss\n█\r\rEpoch 1/1 : |----| 0.00% [0/2 00:00<?]\rEpoch 1/1 : |██--| 50.00% [1/2 00:00<00:01]'
+           '\r0      0.807     \n |----| 0.00% [0/6 00:00<?]\r\n')
+    assert save_outputs._unbar(bar) == 'epoch  train_loss\n0      0.807     \n'
 
 
 def test_sizes():

@@ -64,6 +64,19 @@ def _clean_text(text, patterns):
     return text
 
 
+PROGRESS_BAR = re.compile(r'\|[█\-]*\|\s*\d+(?:\.\d+)?%') # fastprogress's console bar: |███-----| 37.50% [3/8 ...]
+
+
+def _unbar(text:str) -> str:
+    "Text as a terminal would leave it (the last segment after each carriage return), without progress bars."
+    out = []
+    for line in text.split('\n'):
+        segments = [s for s in line.split('\r') if s.strip() not in ('', '█') and not PROGRESS_BAR.search(s)]
+        if segments: out.append(segments[-1])
+        elif '\r' not in line and line.strip() != '█' and not PROGRESS_BAR.search(line): out.append(line)
+    return '\n'.join(out)
+
+
 def _keep(out:dict) -> bool:
     "Warnings (stderr) and progress bars are not saved."
     if out.get('output_type') == 'stream': return out.get('name') != 'stderr'
@@ -93,14 +106,14 @@ def sanitize(nb:dict) -> dict:
         if cell['cell_type'] != 'code': continue
         outs = [o for o in cell.get('outputs', []) if _keep(o)]
         for o in outs:
-            if 'text' in o: o['text'] = _clean_text(o['text'], patterns)
+            if 'text' in o: o['text'] = _unbar(_clean_text(o['text'], patterns))
             for mime, val in o.get('data', {}).items():
                 if mime.startswith('text/'):
                     o['data'][mime] = _clean_text(val, patterns)
                 if mime == 'image/png':
                     o['data'][mime] = shrink_png(''.join(val))
             o.get('metadata', {}).pop('execution', None)
-        cell['outputs'] = outs
+        cell['outputs'] = [o for o in outs if o.get('output_type') != 'stream' or o['text'].strip()]
         cell.get('metadata', {}).pop('execution', None)
     nb.setdefault('metadata', {})['ftc_outputs'] = dict(code_hash=code_hash(nb), profile='quick', device='cpu')
     return nb
@@ -154,8 +167,13 @@ def main(argv=None) -> int:
     ap.add_argument('--jobs', type=int, default=2)
     ap.add_argument('--check', action='store_true', help='only report notebooks whose saved outputs are stale')
     ap.add_argument('--one', help=argparse.SUPPRESS)
+    ap.add_argument('--resanitize', action='store_true', help=argparse.SUPPRESS) # re-clean saved outputs after a change here
     a = ap.parse_args(argv)
     if a.one: run_one(Path(a.one)); return 0
+    if a.resanitize:
+        for p in notebooks(): p.write_text(json.dumps(sanitize(json.loads(p.read_text())), indent=1, ensure_ascii=False) + '\n')
+        subprocess.run([str(Path(sys.executable).parent/'nbdev-clean')], check=True, cwd=ROOT)
+        return 0
     if a.check:
         problems = [m for m in map(stale, notebooks()) if m] + sizes()
         print('\n'.join(problems) or 'saved outputs are up to date')
