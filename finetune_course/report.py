@@ -87,8 +87,8 @@ section{margin:1.5em 0}.key{display:flex;flex-wrap:wrap;gap:1em}
 .key div{background:#f4f6fb;padding:.5em 1em;border-radius:6px}
 .key b{display:block;font-size:1.4em}"""
 
-KEY_METRICS = ('valid_accuracy', 'valid_loss', 'n_train', 'n_valid', 'epochs', 'image_size', 'backbone', 'strategy',
-               'seconds', 'device')
+KEY_METRICS = ('valid_accuracy', 'valid_loss', 'kept', 'best_epoch', 'n_train', 'n_valid', 'freeze_epochs', 'epochs',
+               'epochs_run', 'image_size', 'backbone', 'strategy', 'seconds', 'device') # valid_*: the kept model's
 
 def _fmt(v) -> str:
     "A metric as short text: floats to 4 significant digits."
@@ -103,13 +103,15 @@ def _key_numbers(metrics:dict) -> str:
 def render_report(metrics:dict, # the run's metrics.json content
                   sections:list[ReportSection], # blocks in display order
                   title:str='finetune-course run report', # page title
+                  model_card:str|None=None, # a model card next to the page (its file name) to link in the header
                  ) -> str:
     "The self-contained HTML page of a run."
     when = datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     body = ''.join(f'<section><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections)
     raw = html.escape(json.dumps(metrics, indent=1, default=str))
     head = f'<head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>'
-    top = f'<h1>{html.escape(title)}</h1><p class="sub">written {when}</p>{_key_numbers(metrics)}'
+    card = '' if model_card is None else f' · <a href="{html.escape(model_card)}">model card</a>'
+    top = f'<h1>{html.escape(title)}</h1><p class="sub">written {when}{card}</p>{_key_numbers(metrics)}'
     tail = f'<section><h2>All metrics</h2><details><summary>metrics.json</summary><pre>{raw}</pre></details></section>'
     return f'<!doctype html><html lang="en">{head}<body>{top}{body}{tail}</body></html>'
 
@@ -119,10 +121,11 @@ def write_report(out_dir:str|Path, # run folder
                  sections:list[ReportSection], # blocks in display order
                  filename:str='report.html', # file name inside `out_dir`
                 ) -> Path:
-    "Write the report page into `out_dir` and return its path."
+    "Write the report page into `out_dir` (linking its model_card.md when there is one) and return its path."
     path = Path(out_dir)/filename
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(metrics, sections), encoding='utf-8')
+    card = 'model_card.md' if (path.parent/'model_card.md').is_file() else None
+    path.write_text(render_report(metrics, sections, model_card=card), encoding='utf-8')
     return path
 
 # %% ../nbs/api/15_report.ipynb #f2f171c1

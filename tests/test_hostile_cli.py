@@ -191,7 +191,8 @@ def test_same_seed_runs_are_identical(runs):
     ma, mb = metrics_of(a), metrics_of(b)
     for m in (ma, mb): m.pop('seconds')
     assert ma == mb
-    assert sorted(p.name for p in a.iterdir()) == ['checkpoint', 'history.csv', 'metrics.json', 'model.json', 'model.safetensors']
+    assert sorted(p.name for p in a.iterdir()) == ['checkpoint', 'history.csv', 'metrics.json', 'model.json', 'model.safetensors',
+                                                   'model_card.md']
     assert ma['options']['seed'] == 3 and ma['interrupted'] is False
 
 
