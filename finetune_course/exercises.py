@@ -99,7 +99,7 @@ def _attempt(fn, # the student's function
              *args, # passed to it
              as_float:str|None=None, # when given, the result must be one number: this hint says so otherwise
             ) -> tuple:
-    "(fn(*args), None), or (None, a hint naming the exception) when `fn` raises; with `as_float`, the result as a float."
+    "(fn(*args), None), or (None, a hint naming the exception) when `fn` raises; with `as_float`, the result as a float. A hint is falsy: callers test `failed is not None`."
     try:
         got = fn(*args)
     except Exception as e:
@@ -201,7 +201,7 @@ def check_accuracy_of(fn, # your function: fn(learn) -> the share of validation 
         want = (probs.argmax(1) == targets).float().mean().item()
         mine = want if mine is None else mine
         got, failed = _attempt(fn, l)
-        if failed:
+        if failed is not None:
             return hint(f'On {name}: ' + failed.message + ' Use only learn.get_preds().')
         try:
             got = float(got)
@@ -242,7 +242,7 @@ def check_most_changed(fn, # your function: fn(before, after) -> the name of the
         rel = _relative_changes(b, a)
         want = max(rel, key=rel.get)
         got, failed = _attempt(fn, b, a)
-        if failed:
+        if failed is not None:
             return failed
         if not isinstance(got, str):
             return hint(f'Return the name of a tensor (a key of the state dict, a str), not {type(got).__name__}.')
@@ -598,7 +598,7 @@ def check_steepest(fn, # your function: fn(lrs, losses) -> the rate where the lo
         lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
         i, want = _steepest(lrs, losses)
         got, failed = _attempt(fn, lrs.copy(), losses.copy(), as_float='Return one rate, a float.')
-        if failed:
+        if failed is not None:
             return failed
         if any(math.isclose(got, v, rel_tol=1e-6) for v in (want, lrs[i + 1])):
             continue
@@ -630,7 +630,7 @@ def check_smooth(fn, # your function: fn(raw, beta) -> the smoothed loss after e
     for beta in (0.98, 0.9):
         want = _smoothed(raw, beta)
         got, failed = _attempt(fn, list(raw), beta)
-        if failed:
+        if failed is not None:
             return failed
         try:
             got = np.asarray(got, float).ravel() if got is not None else np.array([])
@@ -723,7 +723,7 @@ def check_one_cycle(fn, # your function: fn(peak, pct) -> the rate at fraction `
         for pct in (0., 0.1, 0.25, 0.4, 0.7, 0.99):
             want = sched(pct)
             got, failed = _attempt(fn, peak, pct, as_float='Return one rate, a float.')
-            if failed:
+            if failed is not None:
                 return failed
             if math.isclose(got, want, rel_tol=1e-4): # fastai computes the position in float32
                 continue
@@ -747,7 +747,7 @@ def check_fine_tune_peaks(fn, # your function: fn(base_lr, n, lr_mult) -> (phase
     for base_lr, n, lr_mult in ((2e-3, 7, 100), (1e-2, 4, 10), (5e-4, 2, 100)):
         frozen, unfrozen = [base_lr/10]*(n - 1) + [base_lr], list(even_mults(base_lr/2/lr_mult, base_lr/2, n))
         got, failed = _attempt(fn, base_lr, n, lr_mult)
-        if failed:
+        if failed is not None:
             return failed
         try:
             one, two = (np.asarray(g, float).ravel() for g in got)
@@ -856,7 +856,7 @@ def check_mirrors(fn, # your function: fn(preset) -> True when training draws of
     for preset in AUG_PRESETS:
         want = bool(policy(preset)['do_flip'])
         got, failed = _attempt(fn, preset)
-        if failed:
+        if failed is not None:
             return failed
         if bool(got) != want:
             return hint(f'{preset!r} {"mirrors" if want else "never mirrors"} pictures; you said {bool(got)}. '
@@ -935,7 +935,7 @@ def check_epochs_to_keep(fn, # your function: fn(history) -> epochs up to and in
     for name, h in list(MYSTERY_HISTORIES.items()) + [(f'extra {i}', h) for i, h in enumerate(histories)]:
         want = int(np.argmin(h.valid_loss.to_numpy())) + 1
         got, failed = _attempt(fn, h.copy())
-        if failed:
+        if failed is not None:
             return failed
         try:
             got = int(got)
@@ -968,7 +968,7 @@ def check_first_rise(fn, # your function: fn(history, rise) -> the first epoch w
     for h, r in cases:
         want = _first_rise(h, r)
         got, failed = _attempt(fn, h.copy(), r)
-        if failed:
+        if failed is not None:
             return failed
         try:
             got = None if got is None else int(got)
@@ -1233,7 +1233,7 @@ def check_run_summary(fn, # your function: fn(run_dir) -> (valid accuracy, epoch
         for d in runs:
             want = _run_summary(d)
             got, failed = _attempt(fn, d)
-            if failed:
+            if failed is not None:
                 return failed
             try:
                 acc, best = got
@@ -1256,7 +1256,7 @@ def check_fit_argv(fn, # your function: fn(data, out, epochs, n_per_class) -> th
     parser = build_parser()
     for data, out, epochs, n in (('digits', 'runs/a', 3, 20), ('data/my photos', 'runs/b c', 1, 5)):
         argv, failed = _attempt(fn, data, out, epochs, n)
-        if failed:
+        if failed is not None:
             return failed
         if isinstance(argv, str):
             return hint('Return a list with one string per word: one string would be split wrongly at the spaces of paths.')
