@@ -290,15 +290,21 @@ def _advice_underfit(ev):
     return out
 
 def _advice_good(ev):
-    "Keep the recipe; mention a shorter schedule or more regularisation when the evidence suggests them."
-    out = ['keep this recipe; to gain more, add data or try a bigger model or larger images']
+    "One consistent list: what to change first when the evidence shows room for it, else keep the recipe."
+    out = []
+    if ev['gap_last'] > 0.5*ev['last_valid_loss']:
+        growing = ev['gap_trend'] > TREND_TOL*ev['last_valid_loss']
+        out.append(f"the gap is large ({ev['gap_last']:.3g}) and " +
+                   (f"still growing ({ev['gap_trend']:+.3g}/epoch), so overfitting may be starting: " if growing else
+                    "stable: ") + "stronger regularisation (augmentation, weight decay, dropout) or more data "
+                   "should lower the validation loss")
     if ev['valid_rise'] >= TREND_TOL and not ev.get('valid_rise_vs_reference', 1.) < MIN_LOSS_CHANGE:
         out.append(f"the validation loss was {ev['valid_rise']:.0%} lower after {ev.get('epochs_to_best')} epochs: "
                    "a slightly shorter schedule is as good")
-    if ev['gap_last'] > 0.5*ev['last_valid_loss']:
-        out.append('the gap is large but stable: stronger regularisation or more data may lower the validation loss '
-                   'further')
+    gain = 'add data or try a bigger model or larger images'
+    out.append(f'to gain more, {gain}' if out else f'keep this recipe; to gain more, {gain}')
     return out
+
 
 # %% ../nbs/api/12_diagnose.ipynb #8de32dba
 _ADVICE = {'diverged': _advice_diverged, 'too noisy / too short to tell': _advice_noisy, 'overfitting': _advice_overfit,

@@ -6,7 +6,7 @@ Docs: https://finetune-course.github.io/finetune-course/api/report.html.md"""
 
 # %% auto #0
 __all__ = ['KEY_METRICS', 'fig_to_data_uri', 'ReportSection', 'figure_section', 'table_section', 'text_section', 'render_report',
-           'write_report', 'external_resources', 'prediction_grid_figure', 'learner_sections']
+           'write_report', 'external_resources', 'prediction_grid_figure', 'grid_picks', 'learner_sections']
 
 # %% ../nbs/api/15_report.ipynb #8a8f7290
 import base64
@@ -170,14 +170,38 @@ def _safe(make, # a function returning a `ReportSection`
     except Exception as e:
         return text_section(title, [f'could not draw this section: {type(e).__name__}: {e}'])
 
+# %% ../nbs/api/15_report.ipynb #7f30525a
+def _round_robin(groups:list) -> list:
+    "Interleave lists: the first item of each, then the second of each, and so on."
+    return [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
+
+def grid_picks(targets, # true class index per item
+               preds, # predicted class index per item
+               confidence, # probability of the predicted class per item
+               n:int, # how many items to show
+              ) -> list[int]:
+    "Items for a grid: wrong predictions first, then right ones, each spread over the true classes, most confident first."
+    targets, preds, confidence = (np.asarray(a) for a in (targets, preds, confidence))
+    def spread(mask):
+        by_class = [sorted(np.flatnonzero(mask & (targets == k)), key=lambda i: -confidence[i]) for k in np.unique(targets)]
+        return [int(i) for i in _round_robin(by_class)]
+    wrong, right = spread(preds != targets), spread(preds == targets)
+    k = min(len(wrong), n // 2 if right else n)
+    picks = wrong[:k] + right[:n - k]
+    return picks + wrong[k:k + n - len(picks)] # too few right ones: more wrong ones
+
 # %% ../nbs/api/15_report.ipynb #83cdae36
 def _item_path(item):
     "A data-loader item as a file path (our items are `(file, label)` tuples)."
     return item[0] if isinstance(item, tuple) else item
 
+def _picks(interp:Interpretation, n:int) -> list[int]:
+    "`grid_picks` over an `Interpretation`'s cached predictions."
+    return grid_picks(np.asarray(interp.targets), np.asarray(interp.preds), np.asarray(interp.probs).max(1), n)
+
 def _grid_from_interp(interp:Interpretation, n:int) -> matplotlib.figure.Figure:
-    "A prediction grid of `n` validation items spread evenly over `interp`."
-    idx = np.linspace(0, len(interp.items)-1, min(n, len(interp.items))).astype(int)
+    "A prediction grid of `n` validation items: the wrong predictions first, over several classes (`grid_picks`)."
+    idx = _picks(interp, n)
     vocab, preds = list(interp.vocab), interp.preds
     images = [Image.open(_item_path(interp.items[i])).convert('RGB') for i in idx]
     actual = [vocab[int(interp.targets[i])] for i in idx]
@@ -200,9 +224,9 @@ def _interp_sections(interp:Interpretation, n_images:int) -> list[ReportSection]
                   'Validation predictions')]
 
 def _gradcam_section(learn, interp:Interpretation, n:int=8) -> ReportSection:
-    "Grad-CAM overlays of the first `n` validation items."
-    fig = gradcam_grid(learn, [_item_path(i) for i in interp.items[:n]])
-    return figure_section('Grad-CAM', fig, 'where the model looked (last convolutional layer)')
+    "Grad-CAM overlays of `n` validation items, the wrong predictions first (`grid_picks`)."
+    fig = gradcam_grid(learn, [_item_path(interp.items[i]) for i in _picks(interp, n)])
+    return figure_section('Grad-CAM', fig, 'where the model looked (last convolutional layer); wrong predictions first')
 
 # %% ../nbs/api/15_report.ipynb #bce9436d
 def learner_sections(learn, # a trained fastai Learner (from `make_learner`)

@@ -62,3 +62,29 @@ def test_prediction_grid_marks_wrong_predictions():
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ['a (0.90)', 'a (0.60)\ntrue: b', 'a (0.70)']
     plt.close(fig)
+
+
+def test_grids_show_the_errors_of_a_weak_model():
+    "An untrained head makes errors: the prediction grid (and so the Grad-CAM grid) shows them first, over several classes."
+    from pathlib import Path
+    import numpy as np
+    from finetune_course.config import get_config, set_seed
+    from finetune_course.data import make_dls
+    from finetune_course.interpret import Interpretation
+    from finetune_course.models import make_learner
+    from finetune_course.report import _grid_from_interp, _picks
+    cfg = get_config('quick', 'cpu')
+    set_seed(0)
+    learn = make_learner(make_dls(Path(__file__).parent.parent/'data'/'shapes-mini', cfg, size=32, bs=8), pretrained=False, cfg=cfg)
+    interp = Interpretation.from_learner(learn)
+    targets, preds = np.asarray(interp.targets), np.asarray(interp.preds)
+    wrong = int((targets != preds).sum())
+    assert wrong > 0, 'the untrained model made no error: choose a weaker one'
+    picks = _picks(interp, 8)
+    n_wrong_shown = min(wrong, 4) # up to half the grid while right ones exist; more when there are too few right ones
+    assert all(targets[i] != preds[i] for i in picks[:n_wrong_shown]) # the errors come first
+    fig = _grid_from_interp(interp, 8)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert sum('true:' in t for t in titles) >= n_wrong_shown and 'true:' in titles[0]
+    assert len(set(targets[picks])) > 1 # more than one class
+    plt.close(fig)
