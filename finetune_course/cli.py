@@ -1,4 +1,4 @@
-"""The `finetune-course` command line (fit, predict, explain, doctor), each option declared once, in a signature.
+"""The `finetune-course` command line (fit, predict, explain, export, doctor), each option declared once, in a signature.
 
 Docs: https://finetune-course.github.io/finetune-course/api/cli.html.md"""
 
@@ -6,15 +6,16 @@ Docs: https://finetune-course.github.io/finetune-course/api/cli.html.md"""
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SIZE_RANGE', 'SMALL_SIZE', 'INTERRUPT_HOOK', 'KEEP_CHOICES', 'KEEP_DEFAULT', 'BEST_FILE', 'MODEL_CARD',
-           'CARD_SECTIONS', 'CHECKPOINT_DIR', 'WRITE_ERRNOS', 'COMMANDS', 'UsageError', 'is_user_error', 'user_errors',
-           'Choices', 'cli_params', 'argument', 'CommandParser', 'add_command', 'call_command', 'write_json',
-           'check_choices', 'check_fit_options', 'check_backbone', 'check_budget', 'OutputError', 'is_run', 'check_out',
-           'stage_run', 'discard_run', 'publish_run', 'deferred_sigint', 'write_error', 'interrupt_hook',
-           'choose_strategy', 'fit_config', 'fit_dls', 'skipped_files', 'skipped_line', 'data_line', 'fit_data',
-           'use_plain_progress', 'fit_learner', 'last_epoch_callback', 'fit_interruptible', 'save_run', 'class_counts',
-           'fit_metrics', 'write_fit_report', 'fit_summary', 'card_evaluation', 'model_card', 'write_model_card',
-           'keep_facts', 'write_run', 'train_into', 'check_resume_options', 'run_fit', 'resume_options', 'resume_plan',
-           'resume_fit', 'check_model_dir', 'validate_image_files', 'run_predict', 'run_explain', 'run_doctor',
+           'CARD_SECTIONS', 'CHECKPOINT_DIR', 'WRITE_ERRNOS', 'PREDICT_ENGINES', 'EXPORT_FORMATS', 'COMMANDS',
+           'UsageError', 'is_user_error', 'user_errors', 'Choices', 'cli_params', 'argument', 'CommandParser',
+           'add_command', 'call_command', 'write_json', 'check_choices', 'check_fit_options', 'check_backbone',
+           'check_budget', 'OutputError', 'is_run', 'check_out', 'stage_run', 'discard_run', 'publish_run',
+           'deferred_sigint', 'write_error', 'interrupt_hook', 'choose_strategy', 'fit_config', 'fit_dls',
+           'skipped_files', 'skipped_line', 'data_line', 'fit_data', 'use_plain_progress', 'fit_learner',
+           'last_epoch_callback', 'fit_interruptible', 'save_run', 'class_counts', 'fit_metrics', 'write_fit_report',
+           'fit_summary', 'card_evaluation', 'model_card', 'write_model_card', 'keep_facts', 'write_run', 'train_into',
+           'check_resume_options', 'run_fit', 'resume_options', 'resume_plan', 'resume_fit', 'check_model_dir',
+           'validate_image_files', 'run_predict', 'run_explain', 'run_images', 'run_export', 'run_doctor',
            'build_parser', 'report_error', 'exit_code_of', 'quiet_warnings', 'main']
 
 # %% ../nbs/api/16_cli.ipynb #f003
@@ -1057,22 +1058,29 @@ def validate_image_files(files:list, # image files given on the command line
         _check_readable(f)
 
 # %% ../nbs/api/16_cli.ipynb #f104
+PREDICT_ENGINES = ('torch', 'onnx') # what `predict --engine` runs the model with (as `inference.ENGINES`)
+
 def run_predict(model_dir:str, # folder written by `fit`
                 images:list[str], # image files
                 /,
+                engine:Choices('cli.PREDICT_ENGINES')='torch', # torch: PyTorch; onnx: onnxruntime on MODEL_DIR/model.onnx (see `export`)
                 *,
                 log=print, # where result lines go
                ):
     "Print `file<TAB>class<TAB>probability` for each image (control characters escaped); returns the DataFrame."
     from finetune_course.config import clean_text
     from finetune_course.inference import load_model, predict_files
+    check_choices(run_predict, engine=engine)
     model_dir = check_model_dir(model_dir)
     validate_image_files(images)
-    model, meta = load_model(model_dir)
-    df = predict_files(model, images, meta=meta)
+    if engine == 'onnx': df = predict_files(model_dir, images, engine='onnx')
+    else:
+        model, meta = load_model(model_dir)
+        df = predict_files(model, images, meta=meta)
     for row in df.itertuples():
         log(f'{clean_text(row.file)}\t{clean_text(row.pred)}\t{row.prob:.4f}')
     return df
+
 
 # %% ../nbs/api/16_cli.ipynb #f107
 def run_explain(model_dir:str, # folder written by `fit`
@@ -1093,6 +1101,45 @@ def run_explain(model_dir:str, # folder written by `fit`
         log(f'{r.file}: {r.pred} ({r.prob:.2f}) -> {r.overlay}')
     return [Path(p) for p in table.overlay]
 
+# %% ../nbs/api/16_cli.ipynb #589d26b1
+EXPORT_FORMATS = ('onnx',) # what `export --format` writes
+
+def run_images(run:Path, # a run folder
+               n:int=8, # at most this many
+              ) -> list[Path]:
+    "Up to `n` readable images of the data the run was fitted on (validation images first), or `[]` when it is gone."
+    from finetune_course.images import IMAGE_EXTS, load_rgb
+    try: data = Path(json.loads((Path(run)/'metrics.json').read_text())['data'])
+    except Exception: return []
+    found = []
+    for folder in (data/'valid', data):
+        if not folder.is_dir(): continue
+        for f in sorted(folder.rglob('*'))[:10*n]:
+            if f.suffix.lower() not in IMAGE_EXTS: continue
+            try: load_rgb(f)
+            except Exception: continue
+            found.append(f)
+            if len(found) == n: return found
+        if found: return found
+    return found
+
+def run_export(run:str, # a run folder written by `fit`
+               /,
+               format:Choices('cli.EXPORT_FORMATS')='onnx', # the file format
+               *,
+               log=print, # where the status line goes
+              ) -> Path:
+    "Write RUN/model.onnx, checked against the PyTorch model on the run's images, for `predict --engine onnx`."
+    from finetune_course.inference import export_onnx, read_meta
+    check_choices(run_export, format=format)
+    run = check_model_dir(run)
+    f = export_onnx(run, images=run_images(run) or None)
+    info = read_meta(run)['export']['onnx']
+    log(f"{f}: {f.stat().st_size/2**20:.1f} MB, opset {info['opset']}, dynamic batch; "
+        f"probabilities within {info['max_abs_diff']:.1e} of PyTorch on {info['checked_on']}")
+    return f
+
+
 # %% ../nbs/api/16_cli.ipynb #f111
 def run_doctor(*,
                log=print, # where the report goes
@@ -1108,7 +1155,7 @@ def run_doctor(*,
     return report
 
 # %% ../nbs/api/16_cli.ipynb #f115
-COMMANDS = (run_fit, run_predict, run_explain, run_doctor) # each becomes the command named after it
+COMMANDS = (run_fit, run_predict, run_explain, run_export, run_doctor) # each becomes the command named after it
 
 def build_parser() -> argparse.ArgumentParser:
     "The `finetune-course` argument parser, built from the signatures of `COMMANDS`."
