@@ -648,10 +648,11 @@ def fit_metrics(learn, # the trained Learner
 def write_fit_report(learn, # the trained Learner
                      out, # the run folder
                      metrics:dict, # from `fit_metrics`
+                     interp=None, # `learn`'s validation predictions (an `Interpretation`) when already made
                     ) -> Path:
     "Write the run's self-contained report.html."
     from finetune_course.report import learner_sections, write_report
-    return write_report(out, metrics, learner_sections(learn))
+    return write_report(out, metrics, learner_sections(learn, interp=interp))
 
 def _kept_line(m:dict) -> str:
     "`kept: best epoch 2 of 3, stopped early; last epoch: ...`: which epoch the run ended with."
@@ -681,11 +682,12 @@ MODEL_CARD = 'model_card.md' # in every run folder
 CARD_SECTIONS = ('Data', 'Recipe', 'Metrics', 'Intended use', 'Limitations', 'Versions') # its headings, in order
 
 def card_evaluation(learn, # the trained Learner (the kept model)
+                    interp=None, # its validation predictions (an `Interpretation`) when already made
                    ) -> tuple:
     "(per-class table, expected calibration error) on the validation set; (None, None) when they cannot be computed."
     from finetune_course.interpret import Interpretation
     try:
-        interp = Interpretation.from_learner(learn)
+        interp = Interpretation.from_learner(learn) if interp is None else interp
         return interp.per_class_table(), float(interp.ece())
     except Exception: # the card is still written, without them
         return None, None
@@ -805,13 +807,22 @@ def _mark_interrupted(staging:Path, metrics:dict):
         metrics['interrupted'] = True
         write_json(staging/'metrics.json', metrics)
 
+def _predictions(learn):
+    "`learn`'s validation predictions (an `Interpretation`), made once for the card and the report; None when they fail."
+    from finetune_course.interpret import Interpretation
+    try: return Interpretation.from_learner(learn)
+    except Exception: return None
+
 def _card_after(learn, staging:Path, metrics:dict):
-    "Write model_card.md (with per-class scores unless interrupted); Ctrl-C meanwhile marks the run interrupted."
+    "Write model_card.md (with per-class scores unless interrupted; Ctrl-C meanwhile marks the run interrupted); the predictions made."
+    interp = None
     try:
-        write_model_card(staging, metrics, *(() if metrics['interrupted'] else card_evaluation(learn)))
+        interp = None if metrics['interrupted'] else _predictions(learn)
+        write_model_card(staging, metrics, *(() if metrics['interrupted'] else card_evaluation(learn, interp)))
     except KeyboardInterrupt:
         _mark_interrupted(staging, metrics)
         write_model_card(staging, metrics)
+    return interp
 
 def write_run(learn, # the trained Learner
               dls, # its DataLoaders
@@ -831,11 +842,11 @@ def write_run(learn, # the trained Learner
         write_json(staging/'metrics.json', metrics)
     if held and not metrics['interrupted']:
         _mark_interrupted(staging, metrics)
-    _card_after(learn, staging, metrics)
+    interp = _card_after(learn, staging, metrics)
     if report and not metrics['interrupted']:
         try:
             interrupt_hook('report')
-            write_fit_report(learn, staging, metrics)
+            write_fit_report(learn, staging, metrics, interp)
         except KeyboardInterrupt:
             _mark_interrupted(staging, metrics)
     return metrics

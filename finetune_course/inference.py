@@ -586,17 +586,21 @@ def export_onnx(run_dir:str|Path, # a run folder (model.json and model.safetenso
     onnx, ort = _import_onnx('onnx'), _import_onnx('onnxruntime')
     out = Path(out) if out else d/ONNX_FILE
     x = _sample_batch(meta, images)
-    torch.onnx.export(model, x[:1], str(out), dynamo=False, opset_version=opset, input_names=['image'],
-                      output_names=['logits'], dynamic_axes=dict(image={0: 'batch'}, logits={0: 'batch'}))
-    proto = onnx.load(str(out))
-    for k, v in _onnx_metadata(meta).items():
-        proto.metadata_props.add(key=k, value=v)
-    onnx.save(proto, str(out))
-    diff = onnx_difference(model, ort.InferenceSession(str(out), providers=['CPUExecutionProvider']), x)
-    if not diff <= ONNX_TOL:
-        out.unlink()
-        raise OnnxError(f'the ONNX export of {clean_text(d)} disagrees with PyTorch: probabilities differ by up to '
-                        f'{diff:.2g} (more than {ONNX_TOL:g}); {ONNX_FILE} not written')
+    tmp = out.with_name(out.name + '.partial') # written and checked beside `out`, then moved over it: an earlier export
+    try:                                       # survives a failed check or an interruption
+        torch.onnx.export(model, x[:1], str(tmp), dynamo=False, opset_version=opset, input_names=['image'],
+                          output_names=['logits'], dynamic_axes=dict(image={0: 'batch'}, logits={0: 'batch'}))
+        proto = onnx.load(str(tmp))
+        for k, v in _onnx_metadata(meta).items():
+            proto.metadata_props.add(key=k, value=v)
+        onnx.save(proto, str(tmp))
+        diff = onnx_difference(model, ort.InferenceSession(str(tmp), providers=['CPUExecutionProvider']), x)
+        if not diff <= ONNX_TOL:
+            raise OnnxError(f'the ONNX export of {clean_text(d)} disagrees with PyTorch: probabilities differ by up to '
+                            f'{diff:.2g} (more than {ONNX_TOL:g}); {ONNX_FILE} not written')
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     raw = _read_json(d/'model.json')
     raw['export'] = {**raw.get('export', {}), 'onnx': dict(
         file=out.name if out.parent == d else str(out), opset=opset, input='image', output='logits',

@@ -232,11 +232,12 @@ def _gradcam_section(learn, interp:Interpretation, n:int=8) -> ReportSection:
 def learner_sections(learn, # a trained fastai Learner (from `make_learner`)
                      n_images:int=16, # images in the prediction grid
                      gradcam:bool=True, # add a Grad-CAM grid
+                     interp:Interpretation|None=None, # `learn`'s validation predictions when already made (default: made here)
                     ) -> list[ReportSection]:
     "All report sections for a trained learner, from one pass of validation predictions."
     history = getattr(learn, 'history', None)
     sections = [] if history is None else _history_sections(history)
-    interp = Interpretation.from_learner(learn)
+    interp = Interpretation.from_learner(learn) if interp is None else interp
     sections += _interp_sections(interp, n_images)
     if gradcam:
         sections.append(_safe(lambda: _gradcam_section(learn, interp), 'Grad-CAM'))

@@ -109,3 +109,16 @@ def test_bad_values_exit_2_with_one_line(args, words, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and 'Traceback' not in res.stderr, res.stderr
     assert not (tmp_path/'out').exists()
+
+
+def test_one_pass_of_validation_predictions_serves_the_card_and_the_report(tmp_path, monkeypatch):
+    "The model card and the report read the same `Interpretation`: a fit predicts the validation set for them once."
+    from finetune_course.cli import run_fit
+    from finetune_course.interpret import Interpretation
+    made = []
+    original = Interpretation.from_learner.__func__
+    monkeypatch.setattr(Interpretation, 'from_learner', classmethod(lambda cls, *a, **k: made.append(1) or original(cls, *a, **k)))
+    run_fit('digits', out=str(tmp_path/'run'), n_per_class=4, size=32, epochs=1, freeze_epochs=1, bs=8, checkpoint=False,
+            log=lambda *_: None)
+    assert (tmp_path/'run'/'model_card.md').exists() and (tmp_path/'run'/'report.html').exists()
+    assert len(made) == 1, f'{len(made)} passes of validation predictions'
