@@ -22,7 +22,7 @@ from finetune_course.images import check_image, load_rgb
 from finetune_course.datasets import (SHAPES, CUE_COLOURS, build_once, load_mask, make_digits, make_messy_folder,
                                       make_shapes, mask_path, shapes_info, MESSY_KEEP, MESSY_SKIP)
 from finetune_course.data import (DownloadError, FolderError, RGBImage, arrange_by_filename, download, get_dataset,
-                                  make_dls, scan_images, split_stratified, subset_per_class)
+                                  labelled_test_dl, make_dls, scan_images, split_stratified, subset_per_class)
 
 CFG = get_config('quick', 'cpu')
 
@@ -162,11 +162,61 @@ def test_train_val_layout_and_vocab(tmp_path):
         for c in classes:
             (tmp_path/split/c).mkdir(parents=True)
             for i in range(3): _good((i*50, 9, 9)).save(tmp_path/split/c/f'{i}.png')
-    (tmp_path/'test').mkdir()  # ignored: 'val' comes first
-    dls = make_dls(tmp_path, CFG, size=16)
+    (tmp_path/'test').mkdir()  # an empty test folder: a warning, and no test split
+    with pytest.warns(UserWarning, match='test folder .* has no usable images'):
+        dls = make_dls(tmp_path, CFG, size=16)
+    assert dls.test_items == [] and labelled_test_dl(dls) is None
     assert list(dls.vocab) == ['a', 'b', 'c']
     assert all('val' in str(it.file) for it in dls.valid_ds.items) and len(dls.valid_ds) == 9 and len(dls.train_ds) == 9
     assert dls.scan.split_counts['valid'] == {'a': 3, 'b': 3, 'c': 3}
+
+
+def _split_tree(root, splits, classes='ab', n=4):
+    "A folder with the given split folders, `n` small images per class in each."
+    for split in splits:
+        for c in classes:
+            (root/split/c).mkdir(parents=True)
+            for i in range(n): _good((i*20 % 250, 9, 9)).save(root/split/c/f'{split}{i}.png')
+
+
+def test_test_folder_is_kept_apart_not_validated_on(tmp_path):
+    _split_tree(tmp_path, ('train', 'valid', 'test'))
+    dls = make_dls(tmp_path, CFG, size=16)
+    assert dls.scan.layout == 'train/valid/test folders'
+    assert {it.file.parent.parent.name for it in dls.valid_ds.items} == {'valid'}
+    assert {it.file.parent.parent.name for it in dls.test_items} == {'test'} and len(dls.test_items) == 8
+    assert len(dls.train_ds) == 8 and dls.scan.split_counts['test'] == {'a': 4, 'b': 4}
+    xb, yb = labelled_test_dl(dls).one_batch()
+    assert xb.shape[0] == 8 and sorted(yb.tolist()) == [0]*4 + [1]*4
+
+
+def test_train_and_test_only_gets_a_valid_split_from_train(tmp_path):
+    _split_tree(tmp_path, ('train', 'testing'), n=5)
+    dls = make_dls(tmp_path, CFG, size=16, valid_pct=0.2, seed=0)
+    assert dls.scan.layout == 'train/test folders'
+    assert {it.file.parent.parent.name for it in dls.valid_ds.items} == {'train'}
+    assert Counter(it.label for it in dls.valid_ds.items) == {'a': 1, 'b': 1} and len(dls.test_items) == 10
+    assert 'held out of the training images' in dls.split_note and 'from the test folder' in dls.split_note
+
+
+def test_test_frac_carves_a_stratified_test_split(tmp_path):
+    _split_tree(tmp_path, ('',), n=10)
+    a, b = (make_dls(tmp_path, CFG, size=16, test_frac=0.3, seed=s) for s in (0, 0))
+    assert a.test_items == b.test_items and Counter(it.label for it in a.test_items) == {'a': 3, 'b': 3}
+    held = {it.file for it in a.test_items}
+    assert not held & {it.file for it in list(a.train_ds.items) + list(a.valid_ds.items)}
+    assert make_dls(tmp_path, CFG, size=16, test_frac=0.3, seed=1).test_items != a.test_items
+    few = make_dls(tmp_path, CFG, size=16, test_frac=0.3, seed=0, n_per_class=2)
+    assert few.test_items == a.test_items  # a subset of the training images leaves the test split alone
+
+
+def test_test_class_without_training_images_is_an_error(tmp_path):
+    _split_tree(tmp_path, ('train', 'valid'))
+    _split_tree(tmp_path, ('test',), classes='az')
+    with pytest.raises(FolderError, match='z of .* have test images but no training images'):
+        make_dls(tmp_path, CFG, size=16)
+    with pytest.raises(FolderError, match='has a test folder already'):
+        make_dls(tmp_path, CFG, size=16, test_frac=0.2)
 
 
 def test_train_without_valid_is_split_stratified(tmp_path):
