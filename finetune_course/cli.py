@@ -6,17 +6,18 @@ Docs: https://finetune-course.github.io/finetune-course/api/cli.html.md"""
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SIZE_RANGE', 'SMALL_SIZE', 'INTERRUPT_HOOK', 'KEEP_CHOICES', 'KEEP_DEFAULT', 'BEST_FILE', 'MODEL_CARD',
-           'CARD_SECTIONS', 'CHECKPOINT_DIR', 'WRITE_ERRNOS', 'PREDICT_ENGINES', 'EXPORT_FORMATS', 'COMMANDS',
-           'UsageError', 'is_user_error', 'user_errors', 'Choices', 'cli_params', 'argument', 'CommandParser',
-           'add_command', 'call_command', 'write_json', 'check_choices', 'check_fit_options', 'check_backbone',
-           'check_budget', 'OutputError', 'is_run', 'check_out', 'stage_run', 'discard_run', 'publish_run',
-           'deferred_sigint', 'write_error', 'interrupt_hook', 'choose_strategy', 'fit_config', 'fit_dls',
-           'skipped_files', 'skipped_line', 'data_line', 'fit_data', 'use_plain_progress', 'fit_learner',
+           'CARD_SECTIONS', 'TEST_SPLIT', 'CHECKPOINT_DIR', 'WRITE_ERRNOS', 'PREDICT_ENGINES', 'EXPORT_FORMATS',
+           'COMMANDS', 'UsageError', 'is_user_error', 'user_errors', 'Choices', 'cli_params', 'argument',
+           'CommandParser', 'add_command', 'call_command', 'write_json', 'check_choices', 'check_fit_options',
+           'check_backbone', 'check_budget', 'OutputError', 'is_run', 'check_out', 'stage_run', 'discard_run',
+           'publish_run', 'deferred_sigint', 'write_error', 'interrupt_hook', 'choose_strategy', 'fit_config',
+           'fit_dls', 'skipped_files', 'skipped_line', 'data_line', 'fit_data', 'use_plain_progress', 'fit_learner',
            'last_epoch_callback', 'fit_interruptible', 'save_run', 'class_counts', 'fit_metrics', 'write_fit_report',
-           'fit_summary', 'card_evaluation', 'model_card', 'write_model_card', 'keep_facts', 'write_run', 'train_into',
-           'check_resume_options', 'run_fit', 'resume_options', 'resume_plan', 'resume_fit', 'check_model_dir',
-           'validate_image_files', 'run_predict', 'run_explain', 'run_images', 'run_export', 'run_doctor',
-           'build_parser', 'report_error', 'exit_code_of', 'quiet_warnings', 'main']
+           'fit_summary', 'card_evaluation', 'weights_text', 'model_card', 'write_model_card', 'score_test_split',
+           'write_test_split', 'keep_facts', 'write_run', 'train_into', 'check_resume_options', 'run_fit',
+           'resume_options', 'resume_plan', 'resume_fit', 'check_model_dir', 'validate_image_files', 'run_predict',
+           'run_explain', 'run_images', 'run_export', 'run_doctor', 'build_parser', 'report_error', 'exit_code_of',
+           'quiet_warnings', 'main']
 
 # %% ../nbs/api/16_cli.ipynb #f003
 import argparse
@@ -24,6 +25,7 @@ import difflib
 import errno
 import importlib
 import inspect
+import itertools
 import json
 import math
 import os
@@ -205,6 +207,7 @@ def check_fit_options(epochs:int|None=None, # epochs after unfreezing
                       n_per_class:int|None=None, # training images per class
                       patience:int|None=None, # early-stopping patience in epochs
                       log=print, # where the small-size warning goes
+                      test_frac:float|None=None, # share of each class held out as the test split
                      ):
     "Raise a one-line `UsageError` for a value that cannot work; warn when `size` is too small to learn. Imports nothing."
     for name, v in dict(epochs=epochs, freeze_epochs=freeze_epochs, seed=seed, patience=patience).items():
@@ -215,6 +218,8 @@ def check_fit_options(epochs:int|None=None, # epochs after unfreezing
     _at_least('n_per_class', n_per_class, 1)
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UsageError(f'--lr must be a positive finite learning rate, got {lr}')
+    if test_frac is not None and not 0 < test_frac < 1:
+        raise UsageError(f'--test-frac must be a fraction between 0 and 1 (e.g. 0.2), got {test_frac}')
     if size is not None and not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
         raise UsageError(f'--size must be from {SIZE_RANGE[0]} to {SIZE_RANGE[1]} pixels, got {size}')
     if size is not None and size < SMALL_SIZE:
@@ -392,17 +397,18 @@ def fit_dls(path, # a folder-per-class tree
             n_per_class:int|None=None, # use only this many training images per class
             aug:str='none', # augmentation preset
             bs:int|None=None, # the batch size asked for (None: the profile's, smaller for a small folder)
+            test_frac:float|None=None, # hold out this share of each class as a test split (a folder without test/)
            ):
     "DataLoaders for `path`: the preset's transforms, and smaller batches for a small folder unless `bs` was given."
     from finetune_course.augment import aug_tfms
     from finetune_course.data import make_dls
     from finetune_course.strategies import small_data_bs
     tfms = {} if aug in (None, 'none') else aug_tfms(aug, cfg.size)
-    dls = make_dls(path, cfg, n_per_class=n_per_class, **tfms)
+    dls = make_dls(path, cfg, n_per_class=n_per_class, test_frac=test_frac, **tfms)
     small_bs = small_data_bs(len(dls.train_ds), cfg.bs)
     if bs is not None or small_bs >= cfg.bs:
         return dls
-    return make_dls(path, cfg, n_per_class=n_per_class, bs=small_bs, **tfms)
+    return make_dls(path, cfg, n_per_class=n_per_class, bs=small_bs, test_frac=test_frac, **tfms)
 
 # %% ../nbs/api/16_cli.ipynb #f062
 def skipped_files(dls, # from `make_dls`
@@ -421,8 +427,9 @@ def skipped_line(skipped:list, # from `skipped_files`
 
 def data_line(path, dls, cfg) -> str:
     "One line saying what a run trains on, and where."
-    return (f'data: {path} | {len(dls.train_ds)} train / {len(dls.valid_ds)} valid images, {len(dls.vocab)} classes, '
-            f'batch size {dls.train.bs} | {cfg.device}, {cfg.profile} profile, {cfg.size}px')
+    test = f' / {len(dls.test_items)} test' if getattr(dls, 'test_items', None) else ''
+    return (f'data: {path} | {len(dls.train_ds)} train / {len(dls.valid_ds)} valid{test} images, {len(dls.vocab)} '
+            f'classes, batch size {dls.train.bs} | {cfg.device}, {cfg.profile} profile, {cfg.size}px')
 
 # %% ../nbs/api/16_cli.ipynb #f067
 def fit_data(data, # a built-in name, a folder or an archive URL (see `get_dataset`)
@@ -431,15 +438,18 @@ def fit_data(data, # a built-in name, a folder or an archive URL (see `get_datas
              aug:str='none', # augmentation preset
              bs:int|None=None, # the batch size asked for
              log=print, # where the data line goes
+             test_frac:float|None=None, # hold out this share of each class as a test split
             ) -> tuple:
-    "(folder, DataLoaders, skipped files) for a run, said in a line or two."
+    "(folder, DataLoaders, skipped files) for a run, said in a line or two (three with a test split)."
     from finetune_course.data import get_dataset
     path = get_dataset(data)
-    dls = fit_dls(path, cfg, n_per_class, aug, bs)
+    dls = fit_dls(path, cfg, n_per_class, aug, bs, test_frac)
     skipped = skipped_files(dls)
     if skipped:
         log(skipped_line(skipped))
     log(data_line(path, dls, cfg))
+    if getattr(dls, 'test_items', None):
+        log(f'{dls.split_note} (scored once, after training)')
     return path, dls, skipped
 
 # %% ../nbs/api/16_cli.ipynb #f071
@@ -621,11 +631,10 @@ def save_run(learn, # the trained Learner
 
 def class_counts(dls, # from `make_dls`
                 ) -> dict:
-    "Images per class in each split: `{'train': {class: n}, 'valid': {class: n}}`."
+    "Images per class in each split: `{'train': {class: n}, 'valid': {class: n}, 'test': {class: n}}`."
     from collections import Counter
-    from finetune_course.data import _item_label
-    def count(ds): return dict(sorted(Counter(str(_item_label(o)) for o in getattr(ds, 'items', [])).items()))
-    return dict(train=count(dls.train_ds), valid=count(dls.valid_ds))
+    def count(items): return dict(sorted(Counter(str(o.label) for o in items).items()))
+    return dict(train=count(dls.train_ds.items), valid=count(dls.valid_ds.items), test=count(getattr(dls, 'test_items', [])))
 
 def fit_metrics(learn, # the trained Learner
                 dls, # its DataLoaders
@@ -670,6 +679,9 @@ def fit_summary(metrics:dict, # from `fit_metrics`
              f"({metrics.get('seconds', 0):.0f}s)"]
     if metrics.get('kept') == 'best' or metrics.get('stopped_early'):
         lines.append(_kept_line(metrics))
+    if 'test_accuracy' in metrics:
+        lines.append(f"test_accuracy={metrics['test_accuracy']:.4f} test_loss={metrics['test_loss']:.4f} "
+                     f"({metrics['n_test']} test images, scored once after training)")
     if metrics.get('diagnosis'):
         lines.append(f"diagnosis: {metrics['diagnosis'].get('regime')}")
     lines.append(f"metrics: {out/'metrics.json'}")
@@ -710,10 +722,25 @@ def _card_data(m:dict) -> list[str]:
     lines += ['', f'- skipped files: {len(skipped)}'] + [f"  - `{s['file']}` ({s['reason']})" for s in skipped[:20]]
     return lines
 
+def weights_text(backbone:str, # the run's --backbone
+                 pretrained:bool=True, # did it start from pretrained weights
+                ) -> str:
+    "Where a run's starting weights came from, in words, for the model card."
+    from finetune_course.weights import BUNDLED, get_backbone
+    if not pretrained:
+        return 'random initialisation (no pretrained weights)'
+    if backbone in BUNDLED:
+        return f"ImageNet-1k weights bundled with the course (package {BUNDLED[backbone]['dist']}), converted for timm"
+    try: source = get_backbone(backbone).source
+    except Exception: return 'pretrained weights (source unknown)'
+    if source == 'torchvision':
+        return f"torchvision's default ImageNet weights for {backbone.removeprefix('torchvision/')}"
+    return f"timm's pretrained weights for {backbone} (the tag in the name, or timm's default; see its model card)"
+
 def _card_recipe(m:dict) -> list[str]:
     "The Recipe section: backbone and weights, strategy, epochs, rates, augmentation, seed, kept epoch."
     o = m.get('options') or {}
-    weights = 'ImageNet-pretrained (timm / torchvision weights)' if m.get('pretrained', True) else 'random initialisation'
+    weights = weights_text(str(m.get('backbone')), m.get('pretrained', True))
     lrs = ', '.join(f'{v:.2g}' for v in (m.get('lrs') or []))
     stop = f", stopped early (patience {o.get('patience')})" if m.get('stopped_early') else ''
     return [f"- backbone: `{m.get('backbone')}`, weights: {weights}", f"- strategy: {m.get('strategy')}",
@@ -728,7 +755,12 @@ def _card_metrics(m:dict, per_class=None, ece=None) -> list[str]:
     lines = [f"- validation accuracy {_f4(m.get('valid_accuracy'))}, loss {_f4(m.get('valid_loss'))} (the kept model)",
              f"- last epoch: accuracy {_f4(m.get('last_valid_accuracy'))}, loss {_f4(m.get('last_valid_loss'))}"]
     if 'test_accuracy' in m:
-        lines.append(f"- test accuracy {_f4(m['test_accuracy'])}")
+        lines.append(f"- test ({m.get('n_test')} images, scored once after training, never used to choose): accuracy "
+                     f"{_f4(m['test_accuracy'])}, loss {_f4(m.get('test_loss'))}, macro F1 {_f4(m.get('test_macro_f1'))}, "
+                     f"calibration error {_f4(m.get('test_ece'))}")
+    elif not m.get('n_test'):
+        lines.append('- no test split: the validation figures also chose the recipe; hold out a test/ folder '
+                     '(or fit --test-frac) for a score nothing was chosen on')
     if ece is not None:
         lines.append(f'- expected calibration error (validation, 15 bins): {ece:.4f}')
     if per_class is not None:
@@ -751,7 +783,8 @@ def model_card(metrics:dict, # a run's metrics.json content
     body = dict(zip(CARD_SECTIONS, [_card_data(metrics), _card_recipe(metrics), _card_metrics(metrics, per_class, ece),
         [todo.format('what the model is for, who uses it and on which images; what it must not be used for')],
         [todo.format('where it fails or was not tested (classes, image sources, conditions)')
-         + (' The validation set chose the kept epoch, so its validation scores are optimistic.'
+         + (' The validation set chose the kept epoch, so its validation scores are optimistic'
+            + ('; the test scores are not.' if 'test_accuracy' in metrics else '.')
             if metrics.get('kept') == 'best' else '')],
         [f'- {k}: {v}' for k, v in versions.items()]]))
     lines = [f"# Model card: {metrics.get('backbone')} on {Path(str(metrics.get('data'))).name}", '']
@@ -769,6 +802,37 @@ def write_model_card(out, # the run folder
     path.write_text(model_card(metrics, per_class, ece), encoding='utf-8')
     return path
 
+
+# %% ../nbs/api/16_cli.ipynb #357c80e9
+TEST_SPLIT = 'test_split.json' # in a run with a test split: {"root": data folder, "items": [[relative path, class], ...]}
+
+def score_test_split(learn, # the trained Learner, holding the kept model
+                     dls, # its DataLoaders (from `make_dls`, with `test_items`)
+                    ) -> dict:
+    "`test_accuracy`, `test_loss`, `test_ece`, `test_macro_f1` of the kept model on the test split; {} without one."
+    from finetune_course.data import labelled_test_dl
+    from finetune_course.interpret import Interpretation
+    dl = labelled_test_dl(dls)
+    if dl is None:
+        return {}
+    try:
+        interp = Interpretation.from_learner(learn, dl=dl)
+        f1 = float(interp.per_class_table().loc['macro avg', 'f1'])
+        return dict(test_accuracy=interp.accuracy, test_loss=float(interp.losses.mean()), test_ece=float(interp.ece()),
+                    test_macro_f1=f1)
+    except Exception as e: # the run is kept; the failure is recorded
+        return dict(test_error=f'{type(e).__name__}: {e}')
+
+def write_test_split(out, # the run folder
+                     dls, # from `make_dls`
+                    ) -> Path|None:
+    "Write `test_split.json` (the test images relative to the data folder, with their classes); None without a test split."
+    items = getattr(dls, 'test_items', None)
+    if not items:
+        return None
+    root = Path(dls.scan.path).absolute()
+    rel = [[Path(o.file).absolute().relative_to(root).as_posix(), str(o.label)] for o in items]
+    return write_json(Path(out)/TEST_SPLIT, dict(root=str(root), items=rel))
 
 # %% ../nbs/api/16_cli.ipynb #c1026
 def _last_scores(learn, result) -> tuple|None:
@@ -836,8 +900,11 @@ def write_run(learn, # the trained Learner
     with deferred_sigint() as held:
         save_run(learn, staging)
         interrupt_hook('save')
+        write_test_split(staging, dls)
+        test = score_test_split(learn, dls) if result is not None and not held else {}
         metrics = fit_metrics(learn, dls, cfg, scores=_scores(learn, result), **keep_facts(learn, result),
-                              class_counts=class_counts(dls), **settings)
+                              class_counts=class_counts(dls), n_test=len(getattr(dls, 'test_items', [])), **test,
+                              **settings)
         metrics['interrupted'] = bool(result is None or held)
         write_json(staging/'metrics.json', metrics)
     if held and not metrics['interrupted']:
@@ -937,6 +1004,9 @@ def run_fit(data:str|None=None, /, # a built-in name (digits, shapes), a folder 
             lr:float|None=None,
             aug:Choices('augment.AUG_PRESETS')='none', # augmentation preset
             n_per_class:int|None=None, # use only this many training images per class (1 or more)
+            # hold out this share of each class (0 to 1) as a test split, scored once after training
+            # (for a folder without test/; a test/ or testing/ folder is always kept apart)
+            test_frac:float|None=None,
             report:bool=True, # write report.html
             progress:bool|None=None, # progress bars (default: only on a terminal)
             overwrite:bool=False, # replace an earlier run in --out (without it, fit refuses a folder holding a run)
@@ -947,12 +1017,12 @@ def run_fit(data:str|None=None, /, # a built-in name (digits, shapes), a folder 
             *, log=print, # where status lines go
            ) -> dict:
     "Fine-tune on `data`; write metrics.json, model.safetensors + model.json, history.csv and report.html into `out`."
-    check_fit_options(epochs, size, bs, freeze_epochs, seed, lr, n_per_class, patience, log)
+    check_fit_options(epochs, size, bs, freeze_epochs, seed, lr, n_per_class, patience, log, test_frac)
     check_choices(run_fit, keep=keep)
     if resume is not None:
         check_resume_options(resume, backbone=backbone, freeze_epochs=freeze_epochs, size=size, bs=bs, pretrained=pretrained,
                              profile=profile, seed=seed, strategy=strategy, lr=lr, aug=aug, n_per_class=n_per_class,
-                             checkpoint=checkpoint, keep=keep, patience=patience)
+                             checkpoint=checkpoint, keep=keep, patience=patience, test_frac=test_frac)
         return resume_fit(resume, data, out, epochs, overwrite, report, progress, log)
     data, out = data or 'digits', out or 'runs/latest'
     target = check_out(out, overwrite)
@@ -962,10 +1032,10 @@ def run_fit(data:str|None=None, /, # a built-in name (digits, shapes), a folder 
     cfg = fit_config(profile, seed, size=size, bs=bs, epochs=epochs, freeze_epochs=freeze_epochs)
     check_budget(cfg)
     t0 = time.time()
-    path, dls, skipped = fit_data(data, cfg, n_per_class, aug, bs, log)
+    path, dls, skipped = fit_data(data, cfg, n_per_class, aug, bs, log, test_frac)
     learn = fit_learner(dls, backbone, pretrained, cfg, progress, log)
     options = _options(str(Path(path).absolute()), cfg, dls, backbone=backbone, strategy=strategy, lr=lr, aug=aug,
-                       n_per_class=n_per_class, pretrained=pretrained, keep=keep, patience=patience)
+                       n_per_class=n_per_class, pretrained=pretrained, keep=keep, patience=patience, test_frac=test_frac)
     metrics = train_into(target, learn, dls, cfg, strategy, lr, report, log, dict(checkpoint=CHECKPOINT_DIR if checkpoint else None), t0, backbone=backbone,
                          pretrained=pretrained, aug=aug, data=str(path), skipped_files=skipped,
                          options=options, keep=keep, patience=patience)
@@ -994,6 +1064,11 @@ def resume_options(run, # the --resume folder
             raise UsageError(f"--resume {run} trains on {options['data']}, not {data}; leave out the data argument")
     return options
 
+def _stopped_early(run) -> bool:
+    "Did early stopping end `run` (its metrics.json says so)?"
+    try: return bool(json.loads((Path(run)/'metrics.json').read_text()).get('stopped_early'))
+    except (OSError, ValueError, AttributeError): return False
+
 def resume_plan(run, # the --resume folder
                 epochs:int|None=None, # --epochs given with --resume: that many more epochs
                ) -> tuple:
@@ -1003,6 +1078,9 @@ def resume_plan(run, # the --resume folder
     if ckpt.get('finished') and not epochs:
         raise UsageError(f"--resume {run}: the run finished its {ckpt['epochs_planned']} epochs; "
                          'pass --epochs N to train N more')
+    if _stopped_early(run) and not epochs:
+        raise UsageError(f"--resume {run}: the run stopped early after epoch {ckpt['epochs_done']} (no lower validation "
+                         'loss within its patience); pass --epochs N to train on: the rest of its plan, then N more')
     return epochs or 0, ckpt['epochs_done']
 
 
@@ -1023,7 +1101,7 @@ def resume_fit(run, # the --resume folder
     o = options
     cfg = fit_config(o['profile'], o['seed'], size=o['size'], bs=o['bs'], epochs=o['epochs'], freeze_epochs=o['freeze_epochs'])
     t0 = time.time()
-    path, dls, skipped = fit_data(o['data'], cfg, o['n_per_class'], o['aug'], o['bs'], log)
+    path, dls, skipped = fit_data(o['data'], cfg, o['n_per_class'], o['aug'], o['bs'], log, o.get('test_frac'))
     learn = fit_learner(dls, o['backbone'], o['pretrained'], cfg, progress, log)
     log(f'resuming {run} after epoch {done}' + (f', {extra} more epoch(s) after the plan' if extra else ''))
     fit_kwargs = dict(checkpoint=CHECKPOINT_DIR, resume=Path(run)/CHECKPOINT_DIR, extra_epochs=extra)
@@ -1115,6 +1193,12 @@ def run_explain(model_dir:str, # folder written by `fit`
 # %% ../nbs/api/16_cli.ipynb #589d26b1
 EXPORT_FORMATS = ('onnx',) # what `export --format` writes
 
+def _files_in_order(folder:Path):
+    "The files below `folder`, folder by folder in sorted order, listed lazily (a huge folder is not read whole)."
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        yield from (Path(root)/f for f in sorted(files))
+
 def run_images(run:Path, # a run folder
                n:int=8, # at most this many
               ) -> list[Path]:
@@ -1125,7 +1209,7 @@ def run_images(run:Path, # a run folder
     found = []
     for folder in (data/'valid', data):
         if not folder.is_dir(): continue
-        for f in sorted(folder.rglob('*'))[:10*n]:
+        for f in itertools.islice(_files_in_order(folder), 10*n):
             if f.suffix.lower() not in IMAGE_EXTS: continue
             try: load_rgb(f)
             except Exception: continue

@@ -99,6 +99,8 @@ def test_patience_stops_early(tmp_path):
     rows = [line.split('\t') for line in res.stdout.strip().splitlines()]
     accuracy = sum(Path(f).parent.name == cls for f, cls, _ in rows) / len(rows)
     assert abs(accuracy - m['valid_accuracy']) <= 1.5 / len(rows), (accuracy, m['valid_accuracy'])
+    res = cli('fit', '--resume', run)  # early stopping ended it: no silent training of the rest of the plan
+    assert res.returncode == 2 and 'stopped early after epoch' in res.stderr, res.stderr[-2000:]
 
 
 @pytest.mark.parametrize('args, words', [(('--keep', 'worst'), 'worst'), (('--patience', -1), '--patience must be at least 0')],
