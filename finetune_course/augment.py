@@ -25,7 +25,7 @@ from fastai.vision.augment import RandomResizedCrop, Resize, ResizeMethod, aug_t
 from fastai.vision.core import PILBase, PILImage, PILMask
 from fasttransform import ItemTransform, Pipeline
 from matplotlib.figure import Figure
-from .config import get_config, in_test, set_seed
+from .config import MissingExtraError, get_config, in_test, set_seed
 from .data import RGBImage, make_dls
 from .images import to_rgb
 from .models import make_learner
@@ -102,16 +102,16 @@ _ALBU_FIX = "pip install 'albumentations==2.0.8'  (or: pip install 'finetune-cou
 def _check_albumentations_dist():
     "Refuse a missing albumentations distribution, or one that is not the MIT-licensed 2.0.x."
     try: v = dist_version('albumentations')
-    except PackageNotFoundError: raise ImportError(f"albumentations is not installed; {_ALBU_FIX}") from None
+    except PackageNotFoundError: raise MissingExtraError(f"albumentations is not installed; {_ALBU_FIX}") from None
     if not v.startswith('2.0.'):
-        raise ImportError(f"albumentations {v} is installed but this course needs the MIT-licensed 2.0.x; {_ALBU_FIX}")
+        raise MissingExtraError(f"albumentations {v} is installed but this course needs the MIT-licensed 2.0.x; {_ALBU_FIX}")
 
 def require_albumentations():
     "Import albumentations after checking it is the MIT-licensed 2.0.x release this course is written for."
     _check_albumentations_dist()
     import albumentations as A # offline: config set NO_ALBUMENTATIONS_UPDATE=1, so the import asks PyPI nothing
     if not A.__version__.startswith('2.0.'):
-        raise ImportError(f"the `albumentations` module is version {A.__version__}, not from the albumentations 2.0.x "
+        raise MissingExtraError(f"the `albumentations` module is version {A.__version__}, not from the albumentations 2.0.x "
                           f"distribution (another package provides it?); {_ALBU_FIX}")
     return A
 

@@ -51,7 +51,8 @@ class UsageError(ValueError):
     "A command-line argument that cannot work (reported in one line, exit code 2)."
 
 # %% ../nbs/api/16_cli.ipynb #f010
-USER_ERRORS = ('data.FolderError', 'data.DownloadError', 'weights.WeightsUnavailableError',
+USER_ERRORS = ('data.FolderError', 'data.DownloadError', 'config.MissingExtraError',
+               'weights.WeightsUnavailableError',
                'weights.WeightsMismatchError', 'monitor.DivergedError', 'inference.ModelFormatError',
                'strategies.CheckpointError') # 'module.Class' inside finetune_course
 _ALWAYS_USER_ERRORS = (UsageError, FileNotFoundError, NotADirectoryError, PermissionError) # a path the user gave
@@ -1240,11 +1241,14 @@ def run_doctor(*,
                log=print, # where the report goes
               ) -> dict:
     "Print the environment report and check that the bundled weights load."
-    from finetune_course.config import environment_report, get_config
+    from finetune_course.config import environment_report, get_config, installed_extras
     from finetune_course.weights import load_backbone
     report = environment_report(get_config())
     for k, v in report.items():
         log(f'{k}: {v}')
+    report['extras'] = installed_extras()
+    log('extras: ' + ', '.join(f"{e} " + ('installed' if ok else f"missing (pip install 'finetune-course[{e}]')")
+                               for e, ok in report['extras'].items()))
     load_backbone('tf_efficientnet_lite0', pretrained=True)
     log('bundled ImageNet weights: ok')
     return report
