@@ -16,8 +16,8 @@ __all__ = ['USER_ERRORS', 'SIZE_RANGE', 'SMALL_SIZE', 'INTERRUPT_HOOK', 'KEEP_CH
            'fit_summary', 'card_evaluation', 'weights_text', 'model_card', 'write_model_card', 'score_test_split',
            'write_test_split', 'keep_facts', 'write_run', 'train_into', 'check_resume_options', 'run_fit',
            'resume_options', 'resume_plan', 'resume_fit', 'check_model_dir', 'validate_image_files', 'run_predict',
-           'run_explain', 'run_images', 'run_export', 'run_doctor', 'build_parser', 'report_error', 'exit_code_of',
-           'quiet_warnings', 'main']
+           'run_explain', 'run_images', 'run_export', 'run_doctor', 'run_workshop_check', 'build_parser',
+           'report_error', 'exit_code_of', 'quiet_warnings', 'main']
 
 # %% ../nbs/api/16_cli.ipynb #f003
 import argparse
@@ -152,7 +152,8 @@ def add_command(sub, # from `ArgumentParser.add_subparsers`
                 name:str|None=None, # the command's name; default `func`'s name without `run_`
                ) -> argparse.ArgumentParser:
     "Add a sub-command whose arguments, types, defaults and help are `func`'s documented parameters."
-    p = sub.add_parser(name or func.__name__.removeprefix('run_'), help=_summary(func), description=_summary(func))
+    name = name or func.__name__.removeprefix('run_').replace('_', '-')
+    p = sub.add_parser(name, help=_summary(func), description=_summary(func))
     docs = docments(func)
     for param in cli_params(func):
         names, kw = argument(param, docs[param.name])
@@ -1253,8 +1254,22 @@ def run_doctor(*,
     log('bundled ImageNet weights: ok')
     return report
 
+# %% ../nbs/api/16_cli.ipynb #d2e782fb
+def run_workshop_check(lessons:str|None=None, # lesson numbers, comma-separated, e.g. 01,04 (default: all)
+                       profile:Choices('config.PROFILES')=None, # the profile the lessons run in (default: quick)
+                       out:str|None=None, # folder for workshop_check.json (default: the current folder)
+                       nbs:str|None=None, # the folder holding the lessons (default: this checkout's, or the installed copy)
+                       *, log=print, # where the table goes
+                      ) -> dict:
+    "Run lessons headless on this machine and print pass/fail, seconds and peak memory for each (exit 1 if any fails)."
+    from finetune_course.workshop import workshop_check
+    check_choices(run_workshop_check, profile=profile)
+    try: result = workshop_check(lessons, profile, out, nbs, log=log)
+    except ValueError as e: raise UsageError(str(e)) from None
+    return dict(result, exit_code=1 if result['failed'] else 0)
+
 # %% ../nbs/api/16_cli.ipynb #f115
-COMMANDS = (run_fit, run_predict, run_explain, run_export, run_doctor) # each becomes the command named after it
+COMMANDS = (run_fit, run_predict, run_explain, run_export, run_doctor, run_workshop_check) # each becomes the command named after it
 
 def build_parser() -> argparse.ArgumentParser:
     "The `finetune-course` argument parser, built from the signatures of `COMMANDS`."
@@ -1278,7 +1293,7 @@ def report_error(e:Exception, # raised by a command
 
 def exit_code_of(run, # runs a command (parse and call) and returns its result
                 ) -> int:
-    "The exit code of `run()`: 0, 130 when interrupted (a fit's `interrupted`, or Ctrl-C), 2 bad input, 1 a bug."
+    "The exit code of `run()`: 0, 130 when interrupted (a fit's `interrupted`, or Ctrl-C), 2 bad input, 1 a bug or a result's `exit_code`."
     try:
         result = run()
     except SystemExit as e: # argparse after --help (0) or a refused argument (2), already said
@@ -1288,7 +1303,9 @@ def exit_code_of(run, # runs a command (parse and call) and returns its result
         return 130
     except Exception as e:
         return report_error(e)
-    return 130 if isinstance(result, dict) and result.get('interrupted') else 0
+    if isinstance(result, dict) and result.get('interrupted'):
+        return 130
+    return int(result['exit_code']) if isinstance(result, dict) and 'exit_code' in result else 0
 
 # %% ../nbs/api/16_cli.ipynb #f126
 _shown_warnings = set()

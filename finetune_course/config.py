@@ -214,7 +214,8 @@ def package_versions(packages:tuple=PACKAGES, # distributions to report besides 
     return out
 
 # %% ../nbs/api/00_config.ipynb #76e8e72f
-EXTRAS = dict(augment=('albumentations',), interpret=('scikit-image',), export=('onnx', 'onnxruntime')) # extra: distributions
+EXTRAS = dict(augment=('albumentations',), interpret=('scikit-image',), export=('onnx', 'onnxruntime'),
+              teach=('nbdev', 'execnb')) # extra: its distributions (pyproject.toml's optional-dependencies)
 _MODULES = {'scikit-image': 'skimage'} # distribution -> module, where they differ
 
 class MissingExtraError(ImportError):
