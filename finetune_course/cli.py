@@ -16,8 +16,8 @@ __all__ = ['USER_ERRORS', 'SIZE_RANGE', 'SMALL_SIZE', 'INTERRUPT_HOOK', 'KEEP_CH
            'fit_summary', 'card_evaluation', 'weights_text', 'model_card', 'write_model_card', 'score_test_split',
            'write_test_split', 'keep_facts', 'write_run', 'train_into', 'check_resume_options', 'run_fit',
            'resume_options', 'resume_plan', 'resume_fit', 'check_model_dir', 'validate_image_files', 'run_predict',
-           'run_explain', 'run_images', 'run_export', 'run_doctor', 'run_workshop_check', 'build_parser',
-           'report_error', 'exit_code_of', 'quiet_warnings', 'main']
+           'run_explain', 'run_images', 'run_export', 'run_evaluate', 'run_doctor', 'run_workshop_check',
+           'build_parser', 'report_error', 'exit_code_of', 'quiet_warnings', 'main']
 
 # %% ../nbs/api/16_cli.ipynb #f003
 import argparse
@@ -54,7 +54,7 @@ class UsageError(ValueError):
 USER_ERRORS = ('data.FolderError', 'data.DownloadError', 'config.MissingExtraError',
                'weights.WeightsUnavailableError',
                'weights.WeightsMismatchError', 'monitor.DivergedError', 'inference.ModelFormatError',
-               'strategies.CheckpointError') # 'module.Class' inside finetune_course
+               'strategies.CheckpointError', 'evaluate.EvalError') # 'module.Class' inside finetune_course
 _ALWAYS_USER_ERRORS = (UsageError, FileNotFoundError, NotADirectoryError, PermissionError) # a path the user gave
 
 def _class_names(e:BaseException) -> set:
@@ -1237,6 +1237,20 @@ def run_export(run:str, # a run folder written by `fit`
     return f
 
 
+# %% ../nbs/api/16_cli.ipynb #ce6dabfc
+def run_evaluate(run:str, # a run folder written by `fit`
+                 data:str|None=None, /, # a labelled folder, digits or shapes (default: the run's own test split)
+                 tta:bool=False, # also score test-time augmentation (flips and a zoomed crop), recorded beside the plain scores
+                 out:str|None=None, # folder for eval.json and eval.html (default: the run folder)
+                 bs:int=64, # images per batch
+                 *, log=print, # where the summary goes
+                ) -> dict:
+    "Score a saved model on labelled images (per class, calibration, confusions): eval.json and eval.html."
+    from finetune_course.evaluate import evaluate_run
+    run = check_model_dir(run)
+    _at_least('bs', bs, 1)
+    return evaluate_run(run, data, tta=tta, out=out, bs=bs, log=log)
+
 # %% ../nbs/api/16_cli.ipynb #f111
 def run_doctor(*,
                log=print, # where the report goes
@@ -1269,7 +1283,7 @@ def run_workshop_check(lessons:str|None=None, # lesson numbers, comma-separated,
     return dict(result, exit_code=1 if result['failed'] else 0)
 
 # %% ../nbs/api/16_cli.ipynb #f115
-COMMANDS = (run_fit, run_predict, run_explain, run_export, run_doctor, run_workshop_check) # each becomes the command named after it
+COMMANDS = (run_fit, run_predict, run_explain, run_export, run_evaluate, run_doctor, run_workshop_check) # each a command
 
 def build_parser() -> argparse.ArgumentParser:
     "The `finetune-course` argument parser, built from the signatures of `COMMANDS`."

@@ -6,7 +6,8 @@ Docs: https://finetune-course.github.io/finetune-course/api/report.html.md"""
 
 # %% auto #0
 __all__ = ['KEY_METRICS', 'fig_to_data_uri', 'ReportSection', 'figure_section', 'table_section', 'text_section', 'render_report',
-           'write_report', 'external_resources', 'prediction_grid_figure', 'grid_picks', 'learner_sections']
+           'write_report', 'external_resources', 'prediction_grid_figure', 'grid_picks', 'interp_sections',
+           'learner_sections']
 
 # %% ../nbs/api/15_report.ipynb #8a8f7290
 import base64
@@ -87,8 +88,8 @@ section{margin:1.5em 0}.key{display:flex;flex-wrap:wrap;gap:1em}
 .key div{background:#f4f6fb;padding:.5em 1em;border-radius:6px}
 .key b{display:block;font-size:1.4em}"""
 
-KEY_METRICS = ('valid_accuracy', 'valid_loss', 'kept', 'best_epoch', 'n_train', 'n_valid', 'freeze_epochs', 'epochs',
-               'epochs_run', 'image_size', 'backbone', 'strategy', 'seconds', 'device') # valid_*: the kept model's
+KEY_METRICS = ('valid_accuracy', 'valid_loss', 'test_accuracy', 'kept', 'best_epoch', 'n_train', 'n_valid', 'n_test',
+               'freeze_epochs', 'epochs', 'epochs_run', 'image_size', 'backbone', 'strategy', 'seconds', 'device') # valid_*: the kept model's
 
 def _fmt(v) -> str:
     "A metric as short text: floats to 4 significant digits."
@@ -214,14 +215,17 @@ def _history_sections(history) -> list[ReportSection]:
     return [_safe(lambda: figure_section('Learning curves', plot_learning_curves(history)), 'Learning curves'),
             _safe(lambda: text_section('Diagnosis', diagnose_fit(history).lines()), 'Diagnosis')]
 
-def _interp_sections(interp:Interpretation, n_images:int) -> list[ReportSection]:
+def interp_sections(interp:Interpretation, # cached predictions
+                    n_images:int=16, # images in the prediction grid
+                    split:str='Validation', # what the predictions are of, for the grid's heading
+                   ) -> list[ReportSection]:
     "Confusion matrix, per-class table, calibration and a prediction grid, from cached predictions."
     ece = f'expected calibration error {interp.ece():.3f}'
     return [_safe(lambda: figure_section('Confusion matrix', interp.plot_confusion_matrix()), 'Confusion matrix'),
             _safe(lambda: table_section('Per-class metrics', interp.per_class_table()), 'Per-class metrics'),
             _safe(lambda: figure_section('Calibration', interp.plot_reliability(), ece), 'Calibration'),
-            _safe(lambda: figure_section('Validation predictions', _grid_from_interp(interp, n_images)),
-                  'Validation predictions')]
+            _safe(lambda: figure_section(f'{split} predictions', _grid_from_interp(interp, n_images)),
+                  f'{split} predictions')]
 
 def _gradcam_section(learn, interp:Interpretation, n:int=8) -> ReportSection:
     "Grad-CAM overlays of `n` validation items, the wrong predictions first (`grid_picks`)."
@@ -238,7 +242,7 @@ def learner_sections(learn, # a trained fastai Learner (from `make_learner`)
     history = getattr(learn, 'history', None)
     sections = [] if history is None else _history_sections(history)
     interp = Interpretation.from_learner(learn) if interp is None else interp
-    sections += _interp_sections(interp, n_images)
+    sections += interp_sections(interp, n_images)
     if gradcam:
         sections.append(_safe(lambda: _gradcam_section(learn, interp), 'Grad-CAM'))
     return sections

@@ -76,3 +76,30 @@ def test_bad_test_frac_is_one_line_exit_2(three_split_folder, tmp_path, args, me
     res = cli('fit', three_split_folder, *SMALL, *args, '--out', tmp_path/'bad')
     assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_evaluate_scores_the_run_test_split_as_fit_did(run, three_split_folder, tmp_path):
+    out, _ = run
+    m = json.loads((out/'metrics.json').read_text())
+    res = cli('evaluate', out, '--out', tmp_path/'own')
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    own = json.loads((tmp_path/'own'/'eval.json').read_text())
+    assert (own['split'], own['n'], own['tta']) == ('test', 10, None)
+    assert abs(own['accuracy'] - m['test_accuracy']) < 1e-6 and abs(own['loss'] - m['test_loss']) < 1e-4
+    assert len(own['per_class']) == len(m['classes']) + 2 and len(own['confusion_matrix']) == len(m['classes'])
+    html = (tmp_path/'own'/'eval.html').read_text()
+    assert 'Evaluated predictions' in html and 'src="http' not in html
+    res = cli('evaluate', out, three_split_folder, '--tta', '--out', tmp_path/'folder')
+    assert res.returncode == 0, res.stderr[-3000:]
+    folder = json.loads((tmp_path/'folder'/'eval.json').read_text())
+    assert folder['split'] == 'test' and folder['accuracy'] == own['accuracy'] and 0 <= folder['tta']['accuracy'] <= 1
+    assert 'with TTA' in res.stdout
+
+
+def test_evaluate_refuses_other_classes_and_non_runs(run, tmp_path):
+    out, _ = run
+    res = cli('evaluate', out, 'digits')
+    assert res.returncode == 2 and 'extra (not in the model): 0, 1' in res.stderr, res.stderr[-2000:]
+    assert 'missing (in the model, not here): circle' in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = cli('evaluate', tmp_path)
+    assert res.returncode == 2 and 'no model.safetensors' in res.stderr, res.stderr
