@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PKG = 'finetune_course'
 FLOW = ['config', 'images', 'datasets', 'data', 'weights', 'inference', 'monitor', 'models', 'freeze', 'lr_find',
-        'strategies', 'augment', 'diagnose', 'interpret', 'gradcam', 'report', 'cli', 'exercises']
+        'strategies', 'augment', 'diagnose', 'interpret', 'gradcam', 'report', 'evaluate', 'teach', 'workshop', 'cli',
+        'exercises']
 SKIP = {'_modidx.py', '__init__.py'}
 MAX_FUNC_LINES = 40
 MAX_LINE = 120
