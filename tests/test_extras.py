@@ -1,10 +1,7 @@
 """A missing optional extra is one line naming what to install, with exit code 2 (never a traceback); `doctor` lists
 which extras are installed."""
-import os
-import subprocess
-import sys
+from clirun import cli
 
-ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 HIDE_ALBUMENTATIONS = """
 import importlib.metadata as md
 _version = md.version
@@ -15,12 +12,6 @@ md.version = _fake_version
 sys.modules['albumentations'] = None
 """
 
-
-def cli(*args, pre=''):
-    "`finetune-course ARGS` in a fresh process; `pre` runs first (to hide a package)."
-    code = f"import sys\n{pre}\nfrom finetune_course.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, timeout=600,
-                          env=ENV)
 
 
 def test_missing_albumentations_is_one_line_exit_2(tmp_path):

@@ -1,26 +1,17 @@
 """A test split is kept apart and scored once: a test/ folder never trains or validates, `fit --test-frac` carves one,
 metrics.json gets `test_*` scores that `predict` reproduces from test_split.json, and bad uses exit 2 in one line."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from finetune_course.inference import predict_files
+from clirun import cli
 
 MINI = Path(__file__).resolve().parent.parent/'data'/'shapes-mini'
 SMALL = ('--size', 32, '--epochs', 1, '--freeze-epochs', 1, '--bs', 8, '--no-checkpoint', '--no-report')
-ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 
-
-def cli(*args, timeout=600):
-    "`finetune-course ARGS` in a fresh process with one math thread."
-    code = "import sys\nfrom finetune_course.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
 
 
 @pytest.fixture(scope='module')

@@ -1,18 +1,9 @@
 """`finetune-course workshop-check` runs a real lesson headless, prints its row and writes workshop_check.json; an
 unknown lesson number is one line with exit code 2."""
 import json
-import os
-import subprocess
-import sys
-
-ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+from clirun import cli
 
 
-def cli(*args, cwd=None):
-    "`finetune-course ARGS` in a fresh process."
-    code = "import sys\nfrom finetune_course.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, timeout=900,
-                          env=ENV, cwd=cwd)
 
 
 def test_workshop_check_runs_lesson_00(tmp_path):
